@@ -1,0 +1,427 @@
+package schema
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// SettingsFile is the path of the repository settings file.
+const SettingsFile = "gitmetal.cue"
+
+// KindOf returns the kind of the file at a slash-separated path relative to
+// the fleet root, or KindUnknown for files the loader does not read
+// (documentation, hidden files, cue.mod, other extensions).
+func KindOf(p string) Kind {
+	switch strings.ToLower(path.Ext(p)) {
+	case ".cue", ".yaml", ".yml", ".json":
+	default:
+		return KindUnknown
+	}
+	for _, part := range strings.Split(p, "/") {
+		if strings.HasPrefix(part, ".") || part == "cue.mod" {
+			return KindUnknown
+		}
+	}
+	if p == SettingsFile {
+		return KindSettings
+	}
+	top, rest, ok := strings.Cut(p, "/")
+	if !ok || rest == "" {
+		return KindUnknown
+	}
+	switch top {
+	case "hardware":
+		return KindHardware
+	case "templates":
+		return KindTemplate
+	case "workflows":
+		return KindWorkflow
+	}
+	return KindUnknown
+}
+
+func dirOf(k Kind) string {
+	switch k {
+	case KindHardware:
+		return "hardware/"
+	case KindTemplate:
+		return "templates/"
+	case KindWorkflow:
+		return "workflows/"
+	}
+	return SettingsFile
+}
+
+// File is one repository file handed to the loader.
+type File struct {
+	// Path is slash-separated and relative to the fleet root, e.g.
+	// "hardware/rack-a/node-1.cue".
+	Path string
+	// Blob is the git blob hash of the content (hex). When empty it is
+	// computed from Data.
+	Blob string
+	// Data is the content. When nil, Open is called, and only if the
+	// content's validation is not cached.
+	Data []byte
+	Open func() ([]byte, error)
+}
+
+// BlobHash returns the git blob hash of data, the key of the validation
+// cache, so that a file read from a directory and the same file in a git
+// tree share one cache entry.
+func BlobHash(data []byte) string {
+	h := sha1.New()
+	h.Write([]byte("blob " + strconv.Itoa(len(data)) + "\x00"))
+	h.Write(data)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Config configures a Loader. Zero values take the documented defaults.
+type Config struct {
+	// Workers is how many files are evaluated at once (default GOMAXPROCS).
+	Workers int
+	// MaxFileSize is the largest file accepted, in bytes (default 1 MiB).
+	MaxFileSize int
+	// RecycleAfter is how many files a worker evaluates before it replaces
+	// its cue.Context (default 250).
+	RecycleAfter int
+}
+
+// Loader validates repository files into Fleets. It caches each file's
+// validation by kind and blob hash, and the finished objects by path, so
+// loading a repository where one file changed evaluates one file and
+// returns a Fleet that shares every unchanged object with the previous one.
+// A Loader is safe for concurrent use; loads are serialised.
+type Loader struct {
+	cfg  Config
+	help helpTable
+
+	// pool holds idle evaluators (each owns a cue.Context).
+	pool chan *evaluator
+
+	mu sync.Mutex
+	// cache maps kind and blob to the file's validation result.
+	cache map[cacheKey]*decoded
+	// final maps a path to the object last built from it.
+	final map[string]finalEntry
+	// rendered maps a workflow name to the result of its last render check.
+	rendered map[string]renderEntry
+}
+
+type cacheKey struct {
+	kind Kind
+	blob string
+}
+
+type finalEntry struct {
+	blob     string
+	settings *Settings // the settings the object was finished with
+	obj      any
+}
+
+// NewLoader returns a Loader.
+func NewLoader(cfg Config) (*Loader, error) {
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.MaxFileSize <= 0 {
+		cfg.MaxFileSize = 1 << 20
+	}
+	if cfg.RecycleAfter <= 0 {
+		cfg.RecycleAfter = 250
+	}
+	defs, err := cueFS.ReadFile("cue/defs.cue")
+	if err != nil {
+		return nil, err
+	}
+	return &Loader{
+		cfg:      cfg,
+		help:     newHelpTable(string(defs)),
+		pool:     make(chan *evaluator, cfg.Workers),
+		cache:    map[cacheKey]*decoded{},
+		final:    map[string]finalEntry{},
+		rendered: map[string]renderEntry{},
+	}, nil
+}
+
+// Load validates a whole repository, given as its files, and returns the
+// Fleet. Files of unknown kind are ignored. When anything is invalid the
+// error is an Errors holding every issue of every file, and the Fleet is nil.
+func (l *Loader) Load(ctx context.Context, files []File) (*Fleet, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+
+	type job struct {
+		kind Kind
+		file *File
+	}
+	var (
+		jobs   []job
+		issues []Issue
+	)
+	for n := range files {
+		f := &files[n]
+		k := KindOf(f.Path)
+		if k == KindUnknown {
+			continue
+		}
+		if f.Blob == "" {
+			if f.Data == nil && f.Open != nil {
+				data, err := f.Open()
+				if err != nil {
+					issues = append(issues, Issue{Position: Position{File: f.Path}, Message: "read: " + err.Error()})
+					continue
+				}
+				f.Data = data
+			}
+			f.Blob = BlobHash(f.Data)
+		}
+		jobs = append(jobs, job{k, f})
+	}
+
+	// Evaluate what the cache does not know, in parallel.
+	var misses []job
+	for _, j := range jobs {
+		if _, ok := l.cache[cacheKey{j.kind, j.file.Blob}]; !ok {
+			misses = append(misses, j)
+		}
+	}
+	if len(misses) > 0 {
+		results := make([]*decoded, len(misses))
+		readErrs := make([]error, len(misses))
+		var next sync.Mutex
+		i := 0
+		workers := min(l.cfg.Workers, len(misses))
+		var wg sync.WaitGroup
+		var evalErr error
+		var evalErrOnce sync.Once
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				e, err := l.evaluator()
+				if err != nil {
+					evalErrOnce.Do(func() { evalErr = err })
+					return
+				}
+				defer func() { l.pool <- e }()
+				for ctx.Err() == nil {
+					next.Lock()
+					n := i
+					i++
+					next.Unlock()
+					if n >= len(misses) {
+						return
+					}
+					f := misses[n].file
+					data := f.Data
+					if data == nil && f.Open != nil {
+						if data, readErrs[n] = f.Open(); readErrs[n] != nil {
+							continue
+						}
+					}
+					results[n] = e.eval(misses[n].kind, f.Path, data)
+				}
+			}()
+		}
+		wg.Wait()
+		if evalErr != nil {
+			return nil, evalErr
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		for n, m := range misses {
+			if readErrs[n] != nil {
+				issues = append(issues, Issue{Position: Position{File: m.file.Path}, Message: "read: " + readErrs[n].Error()})
+				continue
+			}
+			// Issues are cached without the file name: the same content
+			// may live at another path.
+			d := results[n]
+			for k := range d.issues {
+				d.issues[k].File = ""
+			}
+			l.cache[cacheKey{m.kind, m.file.Blob}] = d
+		}
+	}
+
+	// Settings first: every other object is finished with them.
+	settings := DefaultSettings()
+	for _, j := range jobs {
+		if j.kind != KindSettings {
+			continue
+		}
+		d := l.cache[cacheKey{j.kind, j.file.Blob}]
+		if d == nil || d.issues != nil {
+			continue
+		}
+		settings = l.finish(j.file, d, nil).(*Settings)
+	}
+
+	fleet := &Fleet{
+		Settings:  settings,
+		Hardware:  make(map[string]*Hardware, len(jobs)),
+		Templates: map[string]*Template{},
+		Workflows: map[string]*Workflow{},
+	}
+	seen := make(map[string]struct{}, len(jobs))
+	for _, j := range jobs {
+		d := l.cache[cacheKey{j.kind, j.file.Blob}]
+		if d == nil {
+			continue // a read error, reported above
+		}
+		seen[j.file.Path] = struct{}{}
+		if d.issues != nil {
+			for _, is := range d.issues {
+				is.File = j.file.Path
+				issues = append(issues, is)
+			}
+			continue
+		}
+		switch o := l.finish(j.file, d, settings).(type) {
+		case *Hardware:
+			issues = addNamed(issues, fleet.Hardware, "hardware", o.Name, o)
+		case *Template:
+			issues = addNamed(issues, fleet.Templates, "template", o.Name, o)
+		case *Workflow:
+			issues = addNamed(issues, fleet.Workflows, "workflow", o.Name, o)
+		}
+	}
+	for p := range l.final {
+		if _, ok := seen[p]; !ok {
+			delete(l.final, p)
+		}
+	}
+	issues = append(issues, l.checkFleet(fleet)...)
+	if len(issues) > 0 {
+		sortIssues(issues)
+		return nil, Errors(issues)
+	}
+	return fleet, nil
+}
+
+// evaluator takes an idle evaluator or makes one.
+func (l *Loader) evaluator() (*evaluator, error) {
+	select {
+	case e := <-l.pool:
+		return e, nil
+	default:
+		return newEvaluator(l.cfg.RecycleAfter, l.cfg.MaxFileSize, l.help)
+	}
+}
+
+// finish returns the object of a file with its source and the repository
+// defaults applied, reusing the previous one when neither the content nor
+// the settings changed (callers compare objects by pointer).
+func (l *Loader) finish(f *File, d *decoded, settings *Settings) any {
+	if e, ok := l.final[f.Path]; ok && e.blob == f.Blob && e.settings == settings {
+		return e.obj
+	}
+	src := Source{Path: f.Path, Blob: f.Blob, fields: d.fields}
+	var obj any
+	switch o := d.obj.(type) {
+	case *Hardware:
+		h := *o
+		h.Source = src
+		h.Interfaces = make([]Interface, len(o.Interfaces))
+		for n, i := range o.Interfaces {
+			if i.LeaseTime == 0 {
+				i.LeaseTime = settings.LeaseTime
+			}
+			if len(i.Nameservers) == 0 {
+				i.Nameservers = settings.Nameservers
+			}
+			if len(i.Timeservers) == 0 {
+				i.Timeservers = settings.Timeservers
+			}
+			if i.Domain == "" {
+				i.Domain = settings.Domain
+			}
+			h.Interfaces[n] = i
+		}
+		if h.Site == "" {
+			h.Site = settings.Site
+		}
+		obj = &h
+	case *Template:
+		t := *o
+		t.Source = src
+		obj = &t
+	case *Workflow:
+		w := *o
+		w.Source = src
+		obj = &w
+	case *Settings:
+		s := *o
+		s.Source = src
+		obj = &s
+	}
+	l.final[f.Path] = finalEntry{blob: f.Blob, settings: settings, obj: obj}
+	return obj
+}
+
+// addNamed adds obj to m under its name, or reports that another object of
+// the kind already has the name.
+func addNamed[T interface{ source() Source }](issues []Issue, m map[string]T, kind, name string, obj T) []Issue {
+	prev, ok := m[name]
+	if !ok {
+		m[name] = obj
+		return issues
+	}
+	return append(issues, Issue{
+		Position: obj.source().Pos("name"),
+		Field:    kind + ".name",
+		Message:  fmt.Sprintf("%s name %q is already used by %s", kind, name, prev.source().Pos("name")),
+	})
+}
+
+// LoadDir reads the fleet in a directory and validates it.
+func (l *Loader) LoadDir(ctx context.Context, dir string) (*Fleet, error) {
+	files, err := ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	return l.Load(ctx, files)
+}
+
+// ReadDir lists the files of a fleet directory that the loader reads, with
+// their content opened lazily.
+func ReadDir(dir string) ([]File, error) {
+	var files []File
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			if rel != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "cue.mod") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || KindOf(rel) == KindUnknown {
+			return nil
+		}
+		files = append(files, File{Path: rel, Open: func() ([]byte, error) { return os.ReadFile(p) }})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read fleet directory: %w", err)
+	}
+	return files, nil
+}
