@@ -39,3 +39,5 @@ require (
 	golang.org/x/tools v0.45.0 // indirect
 	google.golang.org/protobuf v1.33.0 // indirect
 )
+
+tool cuelang.org/go/cmd/cue

@@ -15,6 +15,7 @@ import (
 	"cuelang.org/go/cue/ast"
 	"cuelang.org/go/cue/cuecontext"
 	"cuelang.org/go/cue/parser"
+	"cuelang.org/go/cue/token"
 	cuejson "cuelang.org/go/encoding/json"
 	cueyaml "cuelang.org/go/encoding/yaml"
 )
@@ -162,14 +163,15 @@ func (e *evaluator) evalLocked(k Kind, name string, data []byte) *decoded {
 		return &decoded{issues: top}
 	}
 
-	u := e.c.roots[k].Unify(v)
+	kindPath := cue.MakePath(cue.Str(k.String()))
+	u := e.c.roots[k].LookupPath(kindPath).Unify(v.LookupPath(kindPath))
 	if err := u.Validate(cue.Concrete(true)); err != nil {
 		return &decoded{issues: append(top, cueIssues(err, name, v, e.help)...)}
 	}
 	if top != nil {
 		return &decoded{issues: top}
 	}
-	obj, err := decodeKind(k, u.LookupPath(cue.MakePath(cue.Str(k.String()))))
+	obj, err := decodeKind(k, u)
 	if err != nil {
 		return fail(1, 1, k.String(), "%v", err)
 	}
@@ -308,7 +310,7 @@ func NormalizeMAC(mac string) string {
 func fieldPositions(k Kind, obj any, user cue.Value) map[string]lineCol {
 	m := map[string]lineCol{}
 	add := func(p string) {
-		if pos := user.LookupPath(cuePath(p)).Pos(); pos.IsValid() {
+		if pos := valuePos(user.LookupPath(cuePath(p))); pos.IsValid() {
 			m[p] = lineCol{int32(pos.Line()), int32(pos.Column())}
 		}
 	}
@@ -348,4 +350,18 @@ func cuePath(dotted string) cue.Path {
 		}
 	}
 	return cue.MakePath(sels...)
+}
+
+// valuePos returns where a field's value is written (CUE's own errors point
+// there too), or the field's position when the value has no source.
+func valuePos(v cue.Value) token.Pos {
+	if src := v.Source(); src != nil {
+		if f, ok := src.(*ast.Field); ok {
+			return f.Value.Pos()
+		}
+		if p := src.Pos(); p.IsValid() {
+			return p
+		}
+	}
+	return v.Pos()
 }

@@ -227,7 +227,7 @@ func issuePos(e cueerrors.Error, file string, user cue.Value) Position {
 	path := e.Path()
 	for n := len(path); n > 0; n-- {
 		if v := user.LookupPath(cuePath(strings.Join(path[:n], "."))); v.Exists() {
-			if p := v.Pos(); p.IsValid() && p.Filename() == file {
+			if p := valuePos(v); p.IsValid() && p.Filename() == file {
 				return Position{File: file, Line: p.Line(), Column: p.Column()}
 			}
 		}

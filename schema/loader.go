@@ -116,6 +116,21 @@ type Loader struct {
 	final map[string]finalEntry
 	// rendered maps a workflow name to the result of its last render check.
 	rendered map[string]renderEntry
+	stats    Stats
+}
+
+// Stats counts the loader's work since it was made.
+type Stats struct {
+	Loads     int // calls to Load
+	Evaluated int // files evaluated with CUE
+	Cached    int // files whose validation came from the cache
+}
+
+// Stats returns the loader's counters.
+func (l *Loader) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stats
 }
 
 type cacheKey struct {
@@ -196,6 +211,9 @@ func (l *Loader) Load(ctx context.Context, files []File) (*Fleet, error) {
 			misses = append(misses, j)
 		}
 	}
+	l.stats.Loads++
+	l.stats.Evaluated += len(misses)
+	l.stats.Cached += len(jobs) - len(misses)
 	if len(misses) > 0 {
 		results := make([]*decoded, len(misses))
 		readErrs := make([]error, len(misses))
@@ -282,6 +300,9 @@ func (l *Loader) Load(ctx context.Context, files []File) (*Fleet, error) {
 			continue // a read error, reported above
 		}
 		seen[j.file.Path] = struct{}{}
+		if j.kind == KindSettings && d.issues == nil {
+			continue // finished above
+		}
 		if d.issues != nil {
 			for _, is := range d.issues {
 				is.File = j.file.Path
