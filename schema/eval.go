@@ -334,6 +334,9 @@ func fieldPositions(k Kind, obj any, user cue.Value) map[string]lineCol {
 		add("template")
 		add("values")
 	}
+	if len(m) == 0 {
+		return nil
+	}
 	return m
 }
 
