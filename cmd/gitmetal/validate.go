@@ -13,7 +13,10 @@ import (
 func cmdValidate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("validate", stderr)
 	format := fs.String("format", "text", "output format: text or json")
-	fs.Usage = func() { fmt.Fprintln(stderr, "usage: gitmetal validate [--format text|json] [DIR]"); fs.PrintDefaults() }
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: gitmetal validate [--format text|json] [DIR]")
+		fs.PrintDefaults()
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

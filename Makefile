@@ -1,0 +1,41 @@
+# gitmetal — build, run and test. `make help` lists the targets.
+
+GO        ?= go
+BIN       := bin/gitmetal
+LISTEN    ?= 127.0.0.1:8080
+STATE_DIR ?= .state
+FUZZTIME  ?= 10s
+
+.PHONY: help build run test vet fmt-check lint fuzz bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/gitmetal
+	$(GO) build -o $(BIN) ./cmd/gitmetal
+
+run: build ## start gitmetal on the bundled example fleet
+	@echo "gitmetal serve is not built yet: validating examples/fleet instead"
+	$(BIN) validate examples/fleet
+
+test: vet fmt-check ## everything CI runs: vet, gofmt, go test -race, a short fuzz
+	$(GO) test -race -count=1 ./...
+	$(MAKE) fuzz
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+lint: vet fmt-check ## go vet and gofmt
+
+fuzz: ## run each fuzz target briefly (FUZZTIME=10s)
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./schema/
+
+bench: build ## print the benchmark tables (see README)
+	$(GO) run ./test/bench
+
+clean:
+	rm -rf bin $(STATE_DIR)
