@@ -1,7 +1,6 @@
 package tinkerbell
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
 	"reflect"
@@ -161,8 +160,8 @@ func (c *converter) decode(o *object, field string, n *yaml.Node, v any) error {
 		return nil
 	}
 	if err := n.Decode(v); err != nil {
-		line, msg := splitYAMLError(err)
-		return &Error{File: c.path, Line: line, Doc: o.doc, Object: o.label(), Field: o.prefix + field, Err: fmt.Errorf("%s", msg)}
+		line, yerr := splitYAMLError(err)
+		return &Error{File: c.path, Line: line, Doc: o.doc, Object: o.label(), Field: o.prefix + field, Err: yerr}
 	}
 	unknownFields(n, reflect.TypeOf(v), field, func(line int, path string) {
 		c.warnAt(line, o, path, "not imported: gitmetal has no equivalent")
@@ -258,8 +257,8 @@ func (c *converter) labels(o *object, meta *yaml.Node, h *hwOut) error {
 	}
 	var labels map[string]string
 	if err := n.Decode(&labels); err != nil {
-		line, msg := splitYAMLError(err)
-		return &Error{File: c.path, Line: line, Doc: o.doc, Object: o.label(), Field: o.prefix + "metadata.labels", Err: fmt.Errorf("%s", msg)}
+		line, yerr := splitYAMLError(err)
+		return &Error{File: c.path, Line: line, Doc: o.doc, Object: o.label(), Field: o.prefix + "metadata.labels", Err: yerr}
 	}
 	for k, v := range labels {
 		if !labelKeyRE.MatchString(k) {
@@ -465,8 +464,8 @@ func (c *converter) metadata(o *object, spec *hwSpec, h *hwOut, hostnames map[st
 		} `yaml:"instance"`
 	}
 	if err := n.Decode(&md); err != nil {
-		line, msg := splitYAMLError(err)
-		return &Error{File: c.path, Line: line, Doc: o.doc, Object: o.label(), Field: o.prefix + "spec.metadata.instance", Err: fmt.Errorf("%s", msg)}
+		line, yerr := splitYAMLError(err)
+		return &Error{File: c.path, Line: line, Doc: o.doc, Object: o.label(), Field: o.prefix + "spec.metadata.instance", Err: yerr}
 	}
 	seen := map[string]bool{}
 	for i, k := range md.Instance.SSHKeys {

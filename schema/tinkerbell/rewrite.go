@@ -22,8 +22,9 @@ import (
 //	.hardware  the machine with the field names of its gitmetal file
 //
 // so each action ({{...}}) is parsed and its field chains rewritten where
-// one maps onto the other. An action is rewritten as a whole or kept as
-// written, with a note saying why.
+// one maps onto the other. What has no clear equivalent is kept as written,
+// with a note saying why: gitmetal then reports it when the workflow does
+// not render, rather than the import guessing.
 
 // span is the byte range of one action in template text.
 type span struct{ start, end int }

@@ -1,6 +1,7 @@
 package tinkerbell
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"regexp"
@@ -153,8 +154,8 @@ func (c *converter) template(o *object) (outFile, error) {
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal([]byte(data), &doc); err != nil {
-		line, msg := splitYAMLError(err)
-		return outFile{}, t.errorf(line, "", "invalid yaml: %s", msg)
+		line, yerr := splitYAMLError(err)
+		return outFile{}, t.errorf(line, "", "invalid yaml: %w", yerr)
 	}
 	if len(doc.Content) == 0 {
 		return outFile{}, t.errorf(0, "", "empty")
@@ -162,11 +163,11 @@ func (c *converter) template(o *object) (outFile, error) {
 	t.root = doc.Content[0]
 	var td tplData
 	if err := doc.Decode(&td); err != nil {
-		line, msg := splitYAMLError(err)
-		return outFile{}, t.errorf(line, "", "%s", msg)
+		line, yerr := splitYAMLError(err)
+		return outFile{}, t.errorf(line, "", "%w", yerr)
 	}
 	unknownFields(t.root, reflect.TypeFor[tplData](), "", func(line int, path string) {
-		c.warnAt(t.line(line), o, "spec.data "+path, "not imported: gitmetal has no equivalent")
+		c.warnAt(t.line(line), o, "spec.data "+t.original(path), "not imported: gitmetal has no equivalent")
 	})
 
 	out := tplOut{Name: name}
@@ -210,9 +211,8 @@ func (c *converter) template(o *object) (outFile, error) {
 // placehold swaps each action of text for a placeholder and rewrites it.
 func (t *tplText) placehold(text string) (string, error) {
 	spans, err := findActions(text)
-	if err != nil {
-		oe := err.(*offsetError)
-		return "", t.errorf(1+strings.Count(text[:oe.off], "\n"), "", "%v", oe.err)
+	if oe := (*offsetError)(nil); errors.As(err, &oe) {
+		return "", t.errorf(1+strings.Count(text[:oe.off], "\n"), "", "%w", oe.err)
 	}
 	// A placeholder is letters and digits only, so YAML reads it as part
 	// of whatever scalar the action stood in; its prefix is one the text
@@ -228,7 +228,7 @@ func (t *tplText) placehold(text string) (string, error) {
 		src := text[sp.start:sp.end]
 		rw, notes, err := rewriteAction(src)
 		if err != nil {
-			return "", t.errorf(1+strings.Count(text[:sp.start], "\n"), "", "%v", err)
+			return "", t.errorf(1+strings.Count(text[:sp.start], "\n"), "", "%w", err)
 		}
 		t.orig = append(t.orig, src)
 		t.actions = append(t.actions, rw)

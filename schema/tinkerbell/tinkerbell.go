@@ -116,7 +116,11 @@ func Convert(path string, data []byte) (Result, error) {
 // only in messages and file headers). Documents of other kinds are skipped
 // with a warning. A Hardware, Template or Workflow of another API version,
 // invalid YAML, or a field gitmetal cannot represent is an *Error, and then
-// the Result is empty: an import is all or nothing per input file.
+// the Result is empty: an import is all or nothing per input file. An
+// invalid Site is a plain error.
+//
+// Output paths are unique within one call; a caller converting several
+// files must check that two of them do not write the same path.
 func (o Options) Convert(path string, data []byte) (Result, error) {
 	if o.Site != "" && !nameRE.MatchString(o.Site) {
 		return Result{}, fmt.Errorf("site %q: want lower-case letters, digits, '-', '_' and '.', at most 63 characters", o.Site)
@@ -130,8 +134,8 @@ func (o Options) Convert(path string, data []byte) (Result, error) {
 			break
 		}
 		if err != nil {
-			line, msg := splitYAMLError(err)
-			return Result{}, &Error{File: path, Line: line, Doc: n, Err: fmt.Errorf("invalid yaml: %s", msg)}
+			line, yerr := splitYAMLError(err)
+			return Result{}, &Error{File: path, Line: line, Doc: n, Err: fmt.Errorf("invalid yaml: %w", yerr)}
 		}
 		if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
 			continue // an empty document, e.g. after a trailing ---
@@ -241,7 +245,8 @@ func (c *converter) document(doc int, root *yaml.Node, prefix string) error {
 			Err: errors.New("not a Kubernetes object: want a mapping with apiVersion and kind")}
 	}
 	apiVersion, kind := scalar(lookup(root, "apiVersion")), scalar(lookup(root, "kind"))
-	o.kind = kind
+	meta := lookup(root, "metadata")
+	o.kind, o.name = kind, scalar(lookup(meta, "name"))
 	if apiVersion == "" || kind == "" {
 		return &Error{File: c.path, Line: root.Line, Doc: doc, Field: strings.TrimSuffix(prefix, "."),
 			Err: errors.New("not a Kubernetes object: apiVersion and kind are required")}
@@ -266,8 +271,6 @@ func (c *converter) document(doc int, root *yaml.Node, prefix string) error {
 	if apiVersion != APIVersion {
 		return c.errorf(o, "apiVersion", "unsupported apiVersion %q (want %s)", apiVersion, APIVersion)
 	}
-	meta := lookup(root, "metadata")
-	o.name = scalar(lookup(meta, "name"))
 	if o.name == "" {
 		return c.errorf(o, "metadata.name", "required")
 	}

@@ -99,9 +99,10 @@ func keyNode(n *yaml.Node, key string) *yaml.Node {
 
 var yamlLineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
 
-// splitYAMLError returns the line a yaml.v3 error names and its message
-// without the line.
-func splitYAMLError(err error) (int, string) {
+// splitYAMLError returns the line a yaml.v3 error names, and the error
+// with its message stripped of "yaml: line N:", which the *Error that
+// carries it prints in its own place.
+func splitYAMLError(err error) (int, error) {
 	msg := err.Error()
 	var te *yaml.TypeError
 	if errors.As(err, &te) && len(te.Errors) > 0 {
@@ -109,10 +110,19 @@ func splitYAMLError(err error) (int, string) {
 	}
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
-		return line, m[2]
+		return line, &yamlError{msg: m[2], err: err}
 	}
-	return 0, strings.TrimPrefix(msg, "yaml: ")
+	return 0, &yamlError{msg: strings.TrimPrefix(msg, "yaml: "), err: err}
 }
+
+// yamlError is a yaml.v3 error with another message.
+type yamlError struct {
+	msg string
+	err error
+}
+
+func (e *yamlError) Error() string { return e.msg }
+func (e *yamlError) Unwrap() error { return e.err }
 
 // unknownFields calls report for every mapping key under n that no field
 // of t (through yaml struct tags, slices, pointers and maps) declares.
