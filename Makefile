@@ -33,6 +33,7 @@ lint: vet fmt-check ## go vet and gofmt
 
 fuzz: ## run each fuzz target briefly (FUZZTIME=10s)
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./schema/
+	$(GO) test -run '^$$' -fuzz '^FuzzConvert$$' -fuzztime $(FUZZTIME) ./schema/tinkerbell/
 
 bench: build ## print the benchmark tables (see README)
 	$(GO) run ./test/bench

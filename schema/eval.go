@@ -88,6 +88,9 @@ type decoded struct {
 	obj    any // *Hardware, *Template, *Workflow or *Settings
 	fields map[string]lineCol
 	issues []Issue
+	// name is the object's name as written, when it could be read from an
+	// invalid file: references to it are not reported again.
+	name string
 }
 
 // eval validates one file of kind k. It never panics on input: a panic in
@@ -159,17 +162,18 @@ func (e *evaluator) evalLocked(k Kind, name string, data []byte) *decoded {
 	if err != nil {
 		return &decoded{issues: append(top, cueIssues(err, name, v, e.help)...)}
 	}
-	if top != nil && !v.LookupPath(cue.MakePath(cue.Str(k.String()))).Exists() {
-		return &decoded{issues: top}
+	kindPath := cue.MakePath(cue.Str(k.String()))
+	objName, _ := v.LookupPath(cue.MakePath(cue.Str(k.String()), cue.Str("name"))).String()
+	if top != nil && !v.LookupPath(kindPath).Exists() {
+		return &decoded{issues: top, name: objName}
 	}
 
-	kindPath := cue.MakePath(cue.Str(k.String()))
 	u := e.c.roots[k].LookupPath(kindPath).Unify(v.LookupPath(kindPath))
 	if err := u.Validate(cue.Concrete(true)); err != nil {
-		return &decoded{issues: append(top, cueIssues(err, name, v, e.help)...)}
+		return &decoded{issues: append(top, cueIssues(err, name, v, e.help)...), name: objName}
 	}
 	if top != nil {
-		return &decoded{issues: top}
+		return &decoded{issues: top, name: objName}
 	}
 	obj, err := decodeKind(k, u)
 	if err != nil {

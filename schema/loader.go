@@ -294,6 +294,9 @@ func (l *Loader) Load(ctx context.Context, files []File) (*Fleet, error) {
 		Workflows: map[string]*Workflow{},
 	}
 	seen := make(map[string]struct{}, len(jobs))
+	// Names of objects whose files are invalid: a reference to one of them
+	// is not a second problem.
+	broken := map[Kind]map[string]bool{}
 	for _, j := range jobs {
 		d := l.cache[cacheKey{j.kind, j.file.Blob}]
 		if d == nil {
@@ -304,6 +307,12 @@ func (l *Loader) Load(ctx context.Context, files []File) (*Fleet, error) {
 			continue // finished above
 		}
 		if d.issues != nil {
+			if d.name != "" {
+				if broken[j.kind] == nil {
+					broken[j.kind] = map[string]bool{}
+				}
+				broken[j.kind][d.name] = true
+			}
 			for _, is := range d.issues {
 				is.File = j.file.Path
 				issues = append(issues, is)
@@ -324,7 +333,7 @@ func (l *Loader) Load(ctx context.Context, files []File) (*Fleet, error) {
 			delete(l.final, p)
 		}
 	}
-	issues = append(issues, l.checkFleet(fleet)...)
+	issues = append(issues, l.checkFleet(fleet, broken)...)
 	if len(issues) > 0 {
 		sortIssues(issues)
 		return nil, Errors(issues)
@@ -393,12 +402,16 @@ func (l *Loader) finish(f *File, d *decoded, settings *Settings) any {
 }
 
 // addNamed adds obj to m under its name, or reports that another object of
-// the kind already has the name.
+// the kind already has the name. Of two objects with one name the one at
+// the first path keeps it, whatever order the files came in.
 func addNamed[T interface{ source() Source }](issues []Issue, m map[string]T, kind, name string, obj T) []Issue {
 	prev, ok := m[name]
 	if !ok {
 		m[name] = obj
 		return issues
+	}
+	if obj.source().Path < prev.source().Path {
+		m[name], obj, prev = obj, prev, obj
 	}
 	return append(issues, Issue{
 		Position: obj.source().Pos("name"),

@@ -29,8 +29,9 @@ type renderEntry struct {
 }
 
 // checkFleet checks the rules that span files or that CUE states badly. It
-// runs on a fleet whose files each passed the schema.
-func (l *Loader) checkFleet(f *Fleet) []Issue {
+// runs on the objects whose files passed the schema; broken names the
+// objects, by kind, whose files did not.
+func (l *Loader) checkFleet(f *Fleet, broken map[Kind]map[string]bool) []Issue {
 	var issues []Issue
 	issues = append(issues, checkAddresses(f)...)
 	for _, name := range sortedKeys(f.Templates) {
@@ -41,11 +42,11 @@ func (l *Loader) checkFleet(f *Fleet) []Issue {
 		w := f.Workflows[name]
 		live[name] = struct{}{}
 		h, t := f.Hardware[w.Hardware], f.Templates[w.Template]
-		if h == nil {
+		if h == nil && !broken[KindHardware][w.Hardware] {
 			issues = append(issues, Issue{Position: w.Source.Pos("hardware"), Field: "workflow.hardware",
 				Message: fmt.Sprintf("no hardware named %q", w.Hardware)})
 		}
-		if t == nil {
+		if t == nil && !broken[KindTemplate][w.Template] {
 			issues = append(issues, Issue{Position: w.Source.Pos("template"), Field: "workflow.template",
 				Message: fmt.Sprintf("no template named %q", w.Template)})
 		}

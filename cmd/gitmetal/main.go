@@ -20,9 +20,12 @@ import (
 const usage = `gitmetal provisions bare-metal machines from a git repository.
 
 Usage:
+  gitmetal serve --repo URL|PATH [flags]        run the daemon (see gitmetal serve -h)
+  gitmetal status [--server URL]                 show what the daemon applied and why
+  gitmetal plan [--repo DIR] [BASE [HEAD]]       what a change would do, for PR review
   gitmetal validate [--format text|json] [DIR]   validate a fleet (default: .)
   gitmetal schema export DIR                     write the CUE schema for plain cue vet
-  gitmetal import tinkerbell [--out DIR] FILE... convert Tinkerbell manifests
+  gitmetal import tinkerbell [--out DIR] FILE... convert Tinkerbell manifests into fleet files
   gitmetal version
 
 Exit codes: 0 success, 1 invalid input, 2 usage or operational error.
@@ -64,6 +67,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errSilent(2)
 	}
 	switch args[0] {
+	case "serve":
+		return cmdServe(ctx, args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(ctx, args[1:], stdout, stderr)
+	case "plan":
+		return cmdPlan(ctx, args[1:], stdout, stderr)
 	case "validate":
 		return cmdValidate(ctx, args[1:], stdout, stderr)
 	case "schema":

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gitmetal/gitmetal/reconciler"
+)
+
+func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("status", stderr)
+	server := fs.String("server", "http://127.0.0.1:8080", "the daemon's API address")
+	format := fs.String("format", "text", "text or json")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *format != "text" && *format != "json" {
+		return &exitError{code: 2, err: fmt.Errorf("--format %q: allowed: text, json", *format)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(*server, "/")+"/v1/status", nil)
+	if err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("--server: %w", err)}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s: %s", req.URL, resp.Status, strings.TrimSpace(string(body)))
+	}
+	if *format == "json" {
+		_, err := stdout.Write(body)
+		return err
+	}
+	var s reconciler.Status
+	if err := json.Unmarshal(body, &s); err != nil {
+		return fmt.Errorf("%s: %w", req.URL, err)
+	}
+	writeStatus(stdout, s)
+	if s.AttemptedRevision != s.AppliedRevision {
+		return errSilent(1)
+	}
+	return nil
+}
+
+func short(rev string) string {
+	if len(rev) > 12 && !strings.HasPrefix(rev, "dir:") {
+		return rev[:12]
+	}
+	if len(rev) > 16 {
+		return rev[:16]
+	}
+	if rev == "" {
+		return "(none)"
+	}
+	return rev
+}
+
+// writeStatus prints the status for a terminal.
+func writeStatus(w io.Writer, s reconciler.Status) {
+	fmt.Fprintf(w, "source     %s\n", s.Source)
+	fmt.Fprintf(w, "applied    %s  (%d hardware, %d templates, %d workflows)\n",
+		short(s.AppliedRevision), s.Counts.Hardware, s.Counts.Templates, s.Counts.Workflows)
+	if s.AttemptedRevision != s.AppliedRevision {
+		fmt.Fprintf(w, "attempted  %s  REFUSED, still serving the applied revision\n", short(s.AttemptedRevision))
+		for _, e := range s.Errors {
+			switch {
+			case e.File == "":
+				fmt.Fprintf(w, "  %s\n", e.Message)
+			case e.Field == "":
+				fmt.Fprintf(w, "  %s:%d:%d: %s\n", e.File, e.Line, e.Column, e.Message)
+			default:
+				fmt.Fprintf(w, "  %s:%d:%d: %s: %s\n", e.File, e.Line, e.Column, e.Field, e.Message)
+			}
+		}
+	}
+	if s.SourceError != "" {
+		fmt.Fprintf(w, "source error  %s\n", s.SourceError)
+	}
+	if !s.LastSync.IsZero() {
+		fmt.Fprintf(w, "last sync  %s\n", s.LastSync.Local().Format(time.DateTime))
+	}
+	if len(s.History) > 0 {
+		fmt.Fprintln(w, "history")
+		for _, h := range s.History {
+			fmt.Fprintf(w, "  %s  %-8s %-16s %8.1f ms  %d files  %s\n",
+				h.AppliedAt.Local().Format(time.DateTime), h.Result, short(h.Revision), h.DurationMs, h.Changed, h.Message)
+		}
+	}
+}
