@@ -113,10 +113,15 @@ type Loader struct {
 	// cache maps kind and blob to the file's validation result.
 	cache map[cacheKey]*decoded
 	// final maps a path to the object last built from it.
-	final map[string]finalEntry
+	final map[string]*finalEntry
+	// gen counts loads; a final entry not touched by the current load is
+	// for a file that is gone.
+	gen uint64
 	// rendered maps a workflow name to the result of its last render check.
 	rendered map[string]renderEntry
-	stats    Stats
+	// claims are the MACs, IPs and hostnames of the machines last loaded.
+	claims *claims
+	stats  Stats
 }
 
 // Stats counts the loader's work since it was made.
@@ -139,6 +144,7 @@ type cacheKey struct {
 }
 
 type finalEntry struct {
+	gen      uint64
 	blob     string
 	settings *Settings // the settings the object was finished with
 	obj      any
@@ -164,8 +170,9 @@ func NewLoader(cfg Config) (*Loader, error) {
 		help:     newHelpTable(string(defs)),
 		pool:     make(chan *evaluator, cfg.Workers),
 		cache:    map[cacheKey]*decoded{},
-		final:    map[string]finalEntry{},
+		final:    map[string]*finalEntry{},
 		rendered: map[string]renderEntry{},
+		claims:   newClaims(),
 	}, nil
 }
 
@@ -293,7 +300,7 @@ func (l *Loader) Load(ctx context.Context, files []File) (*Fleet, error) {
 		Templates: map[string]*Template{},
 		Workflows: map[string]*Workflow{},
 	}
-	seen := make(map[string]struct{}, len(jobs))
+	l.gen++
 	// Names of objects whose files are invalid: a reference to one of them
 	// is not a second problem.
 	broken := map[Kind]map[string]bool{}
@@ -302,11 +309,14 @@ func (l *Loader) Load(ctx context.Context, files []File) (*Fleet, error) {
 		if d == nil {
 			continue // a read error, reported above
 		}
-		seen[j.file.Path] = struct{}{}
+		l.touch(j.file.Path)
 		if j.kind == KindSettings && d.issues == nil {
 			continue // finished above
 		}
 		if d.issues != nil {
+			if j.kind == KindHardware {
+				l.claims.set(j.file.Path, nil) // an invalid file claims nothing
+			}
 			if d.name != "" {
 				if broken[j.kind] == nil {
 					broken[j.kind] = map[string]bool{}
@@ -321,6 +331,7 @@ func (l *Loader) Load(ctx context.Context, files []File) (*Fleet, error) {
 		}
 		switch o := l.finish(j.file, d, settings).(type) {
 		case *Hardware:
+			l.claims.set(j.file.Path, o)
 			issues = addNamed(issues, fleet.Hardware, "hardware", o.Name, o)
 		case *Template:
 			issues = addNamed(issues, fleet.Templates, "template", o.Name, o)
@@ -328,9 +339,12 @@ func (l *Loader) Load(ctx context.Context, files []File) (*Fleet, error) {
 			issues = addNamed(issues, fleet.Workflows, "workflow", o.Name, o)
 		}
 	}
-	for p := range l.final {
-		if _, ok := seen[p]; !ok {
+	// Forget the files that are gone; a machine file that is gone claims
+	// nothing.
+	for p, e := range l.final {
+		if e.gen != l.gen {
 			delete(l.final, p)
+			l.claims.set(p, nil)
 		}
 	}
 	issues = append(issues, l.checkFleet(fleet, broken)...)
@@ -355,7 +369,8 @@ func (l *Loader) evaluator() (*evaluator, error) {
 // defaults applied, reusing the previous one when neither the content nor
 // the settings changed (callers compare objects by pointer).
 func (l *Loader) finish(f *File, d *decoded, settings *Settings) any {
-	if e, ok := l.final[f.Path]; ok && e.blob == f.Blob && e.settings == settings {
+	e := l.touch(f.Path)
+	if e.obj != nil && e.blob == f.Blob && e.settings == settings {
 		return e.obj
 	}
 	src := Source{Path: f.Path, Blob: f.Blob, fields: d.fields}
@@ -397,8 +412,20 @@ func (l *Loader) finish(f *File, d *decoded, settings *Settings) any {
 		s.Source = src
 		obj = &s
 	}
-	l.final[f.Path] = finalEntry{blob: f.Blob, settings: settings, obj: obj}
+	e.blob, e.settings, e.obj = f.Blob, settings, obj
 	return obj
+}
+
+// touch marks the file at path as part of the current load and returns
+// its entry.
+func (l *Loader) touch(path string) *finalEntry {
+	e := l.final[path]
+	if e == nil {
+		e = &finalEntry{}
+		l.final[path] = e
+	}
+	e.gen = l.gen
+	return e
 }
 
 // addNamed adds obj to m under its name, or reports that another object of

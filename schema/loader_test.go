@@ -471,3 +471,32 @@ func TestFormatPartition(t *testing.T) {
 		}
 	}
 }
+
+// TestClaimsFollowChanges: the incremental address check forgets the
+// addresses of machines that changed, became invalid or went away.
+func TestClaimsFollowChanges(t *testing.T) {
+	t.Parallel()
+	l := newTestLoader(t)
+	ctx := context.Background()
+	c := "hardware: {name: \"c\", interfaces: [{mac: \"52:54:00:00:00:0c\", ip: \"10.0.0.11/24\"}]}\n"
+	_, err := l.Load(ctx, files(withFiles(map[string]string{"hardware/r2/c.cue": c})))
+	if got := issueStrings(t, err); len(got) != 1 || !strings.Contains(got[0], "IP address 10.0.0.11 is already used") {
+		t.Fatalf("got %q, want the duplicate address", got)
+	}
+	// b moves away from the address: c may have it.
+	moved := strings.Replace(baseFleet["hardware/r1/b.cue"], "10.0.0.11/24", "10.0.0.12/24", 1)
+	if _, err := l.Load(ctx, files(withFiles(map[string]string{"hardware/r2/c.cue": c, "hardware/r1/b.cue": moved}))); err != nil {
+		t.Fatalf("after b moved: %v", err)
+	}
+	// b comes back while invalid: an invalid file claims nothing.
+	invalidB := strings.Replace(baseFleet["hardware/r1/b.cue"], `name: "b"`, `name: "B"`, 1)
+	_, err = l.Load(ctx, files(withFiles(map[string]string{"hardware/r2/c.cue": c, "hardware/r1/b.cue": invalidB})))
+	if got := issueStrings(t, err); len(got) != 1 || !strings.Contains(got[0], `invalid value "B"`) {
+		t.Fatalf("got %q, want only b's name", got)
+	}
+	// b removed, c takes its MAC too.
+	c2 := strings.Replace(c, "52:54:00:00:00:0c", "52:54:00:00:00:0b", 1)
+	if _, err := l.Load(ctx, files(withFiles(map[string]string{"hardware/r2/c.cue": c2, "hardware/r1/b.cue": ""}))); err != nil {
+		t.Fatalf("after b was removed: %v", err)
+	}
+}

@@ -1,8 +1,7 @@
 package schema
 
 import (
-	"cmp"
-	"errors"
+		"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -32,8 +31,7 @@ type renderEntry struct {
 // runs on the objects whose files passed the schema; broken names the
 // objects, by kind, whose files did not.
 func (l *Loader) checkFleet(f *Fleet, broken map[Kind]map[string]bool) []Issue {
-	var issues []Issue
-	issues = append(issues, checkAddresses(f)...)
+	issues := l.claims.issues()
 	for _, name := range sortedKeys(f.Templates) {
 		issues = append(issues, checkUses(f.Templates[name])...)
 	}
@@ -78,50 +76,6 @@ func (l *Loader) checkFleet(f *Fleet, broken map[Kind]map[string]bool) []Issue {
 	for name := range l.rendered {
 		if _, ok := live[name]; !ok {
 			delete(l.rendered, name)
-		}
-	}
-	return issues
-}
-
-// checkAddresses reports a MAC, IP address or hostname that two interfaces
-// share, naming both places. The first in path order keeps it.
-func checkAddresses(f *Fleet) []Issue {
-	type owner struct {
-		h     *Hardware
-		field string
-	}
-	hw := make([]*Hardware, 0, len(f.Hardware))
-	for _, h := range f.Hardware {
-		hw = append(hw, h)
-	}
-	slices.SortFunc(hw, func(a, b *Hardware) int { return cmp.Compare(a.Source.Path, b.Source.Path) })
-	var (
-		issues []Issue
-		macs   = make(map[string]owner, len(hw))
-		ips    = make(map[string]owner, len(hw))
-		hosts  = make(map[string]owner, len(hw))
-	)
-	claim := func(m map[string]owner, what, key string, h *Hardware, field string) {
-		if key == "" {
-			return
-		}
-		if o, ok := m[key]; ok {
-			issues = append(issues, Issue{
-				Position: h.Source.Pos(field),
-				Field:    "hardware." + field,
-				Message:  fmt.Sprintf("%s %s is already used by hardware %q (%s)", what, key, o.h.Name, o.h.Source.Pos(o.field)),
-			})
-			return
-		}
-		m[key] = owner{h, field}
-	}
-	for _, h := range hw {
-		for n := range h.Interfaces {
-			i := &h.Interfaces[n]
-			prefix := "interfaces." + strconv.Itoa(n) + "."
-			claim(macs, "MAC", i.MAC, h, prefix+"mac")
-			claim(ips, "IP address", i.Addr(), h, prefix+"ip")
-			claim(hosts, "hostname", i.Hostname, h, prefix+"hostname")
 		}
 	}
 	return issues

@@ -41,6 +41,11 @@ import (
 // are serialised by memdb's writer lock and never block readers.
 type Store struct {
 	db *memdb.MemDB
+
+	// held is the fleet whose objects the tables hold, by name: Apply
+	// plans against it with map lookups instead of scanning the tables.
+	// Only Apply reads or writes it, under memdb's writer lock.
+	held *schema.Fleet
 }
 
 // Revision describes the applied revision.
@@ -134,15 +139,19 @@ func (s *Store) apply(rev string, f *schema.Fleet) (ApplyResult, error) {
 
 	// Plan every table before writing any, so that the plans compare f with
 	// the store as it was.
-	hw, err := planTable(txn, TableHardware, f.Hardware, hardwareName)
+	var held schema.Fleet
+	if s.held != nil {
+		held = *s.held
+	}
+	hw, err := planTable(txn, TableHardware, held.Hardware, f.Hardware, hardwareName)
 	if err != nil {
 		return ApplyResult{}, err
 	}
-	tp, err := planTable(txn, TableTemplates, f.Templates, templateName)
+	tp, err := planTable(txn, TableTemplates, held.Templates, f.Templates, templateName)
 	if err != nil {
 		return ApplyResult{}, err
 	}
-	wf, err := planTable(txn, TableWorkflows, f.Workflows, workflowName)
+	wf, err := planTable(txn, TableWorkflows, held.Workflows, f.Workflows, workflowName)
 	if err != nil {
 		return ApplyResult{}, err
 	}
@@ -218,6 +227,9 @@ func (s *Store) apply(rev string, f *schema.Fleet) (ApplyResult, error) {
 	}
 
 	txn.Commit()
+	// The fleet's maps are read-only and never change after loading, so
+	// holding them is safe.
+	s.held = &schema.Fleet{Hardware: f.Hardware, Templates: f.Templates, Workflows: f.Workflows}
 	res.Index = idx
 	return res, nil
 }
@@ -237,66 +249,68 @@ type tablePlan[T any] struct {
 	Changes
 }
 
-// planTable compares the stored rows of table with want, the fleet's
-// objects by name.
-func planTable[T any](txn *memdb.Txn, table string, want map[string]*T, name func(*T) string) (tablePlan[T], error) {
+// planTable compares what table holds with want, the fleet's objects by
+// name. held is the table's content as the last Apply left it (nil before
+// the first), so the plan costs map lookups, not a scan of the table.
+func planTable[T any](txn *memdb.Txn, table string, held, want map[string]*T, name func(*T) string) (tablePlan[T], error) {
 	var p tablePlan[T]
-	iter, err := txn.Get(table, IndexID)
-	if err != nil {
-		return p, fmt.Errorf("read %s: %w", table, err)
-	}
-	matched := 0
-	for raw := iter.Next(); raw != nil; raw = iter.Next() {
-		old, err := as[T](raw)
-		if err != nil {
-			return p, fmt.Errorf("read %s: %w", table, err)
+	if held == nil {
+		var err error
+		if held, err = tableContent(txn, table, name); err != nil {
+			return p, err
 		}
-		n := name(old)
+	}
+	for n, old := range held {
 		cur, ok := want[n]
 		switch {
 		case !ok:
 			p.remove = append(p.remove, old)
 			p.Removed++
 		case cur == old:
-			matched++
 		case cur == nil:
 			return p, fmt.Errorf("%s %q: nil object", table, n)
 		default:
 			p.remove = append(p.remove, old)
 			p.insert = append(p.insert, cur)
 			p.Changed++
-			matched++
 		}
 	}
-	// Names are unique on both sides, so want holds new names exactly when
-	// it holds more names than matched stored ones.
-	if len(want) > matched {
-		for k, obj := range want {
-			if matched > 0 {
-				stored, err := txn.First(table, IndexID, k)
-				if err != nil {
-					return p, fmt.Errorf("read %s %q: %w", table, k, err)
-				}
-				if stored != nil {
-					continue
-				}
-			}
-			switch {
-			case k == "":
-				return p, fmt.Errorf("%s: empty name", table)
-			case obj == nil:
-				return p, fmt.Errorf("%s %q: nil object", table, k)
-			case name(obj) != k:
-				return p, fmt.Errorf("%s %q: held under name %q", table, name(obj), k)
-			}
-			p.insert = append(p.insert, obj)
-			p.Added++
+	for k, obj := range want {
+		if _, ok := held[k]; ok {
+			continue
 		}
+		switch {
+		case k == "":
+			return p, fmt.Errorf("%s: empty name", table)
+		case obj == nil:
+			return p, fmt.Errorf("%s %q: nil object", table, k)
+		case name(obj) != k:
+			return p, fmt.Errorf("%s %q: held under name %q", table, name(obj), k)
+		}
+		p.insert = append(p.insert, obj)
+		p.Added++
 	}
 	// Insert in name order so that a conflict is reported the same way
 	// every time.
 	slices.SortFunc(p.insert, func(a, b *T) int { return strings.Compare(name(a), name(b)) })
 	return p, nil
+}
+
+// tableContent reads every row of table, by name.
+func tableContent[T any](txn *memdb.Txn, table string, name func(*T) string) (map[string]*T, error) {
+	iter, err := txn.Get(table, IndexID)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", table, err)
+	}
+	m := map[string]*T{}
+	for raw := iter.Next(); raw != nil; raw = iter.Next() {
+		obj, err := as[T](raw)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", table, err)
+		}
+		m[name(obj)] = obj
+	}
+	return m, nil
 }
 
 // write deletes p.remove, then checks (when check is not nil) and inserts
