@@ -1,7 +1,7 @@
 package schema
 
 import (
-		"errors"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
