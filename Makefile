@@ -14,9 +14,8 @@ help: ## list the targets
 build: ## build bin/gitmetal
 	$(GO) build -o $(BIN) ./cmd/gitmetal
 
-run: build ## start gitmetal on the bundled example fleet
-	@echo "gitmetal serve is not built yet: validating examples/fleet instead"
-	$(BIN) validate examples/fleet
+run: build ## start gitmetal on the bundled example fleet (Ctrl-C stops it)
+	$(BIN) serve --repo examples/fleet --listen $(LISTEN) --state-dir $(STATE_DIR) --log-format console
 
 test: vet fmt-check ## everything CI runs: vet, gofmt, go test -race, a short fuzz
 	$(GO) test -race -count=1 ./...
@@ -37,6 +36,7 @@ fuzz: ## run each fuzz target briefly (FUZZTIME=10s)
 
 bench: build ## print the benchmark tables (see README)
 	$(GO) run ./test/bench
+	$(GO) run ./test/bench/reconcile
 
 clean:
 	rm -rf bin $(STATE_DIR)

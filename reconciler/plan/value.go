@@ -13,7 +13,7 @@ import (
 // Values longer than these are shown as a digest: a plan is read in a PR
 // comment, where a 4 KiB cloud-config is noise and the diff is in git anyway.
 const (
-	maxText = 64  // characters of a single-line string
+	maxText = 256 // characters of a single-line string (a URL fits)
 	maxJSON = 240 // characters of a JSON rendering
 )
 

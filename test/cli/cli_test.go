@@ -1,0 +1,264 @@
+// Package cli tests the gitmetal binary the way an operator uses it: a real
+// daemon process following a real git repository, driven by git commits,
+// observed through its HTTP API and the gitmetal status and plan commands,
+// killed with SIGKILL and restarted.
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gitmetal/gitmetal/test/gittest"
+)
+
+// buildGitmetal builds the binary once per test binary run.
+func buildGitmetal(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "gitmetal")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/gitmetal/gitmetal/cmd/gitmetal")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// daemon is a running `gitmetal serve`.
+type daemon struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	url  string
+	logs *lockedBuffer
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func startDaemon(t *testing.T, bin string, args ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--log-level", "debug"}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{t: t, cmd: cmd, logs: &lockedBuffer{}}
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			d.cmd.Process.Kill()
+			d.cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.logs.String())
+		}
+	})
+	// The daemon logs the address it listens on first.
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			d.logs.Write([]byte(line + "\n"))
+			var m struct{ Message, Listen string }
+			if json.Unmarshal([]byte(line), &m) == nil && m.Message == "gitmetal serving" {
+				select {
+				case addr <- m.Listen:
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		d.url = "http://" + a
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the daemon did not start:\n%s", d.logs.String())
+	}
+	return d
+}
+
+type status struct {
+	AppliedRevision, AttemptedRevision string
+	Errors                             []struct {
+		File         string
+		Line, Column int
+		Message      string
+	}
+}
+
+func (d *daemon) status() status {
+	d.t.Helper()
+	var s status
+	if err := json.Unmarshal([]byte(d.get("/v1/status")), &s); err != nil {
+		d.t.Fatal(err)
+	}
+	return s
+}
+
+func (d *daemon) get(path string) string {
+	d.t.Helper()
+	resp, err := http.Get(d.url + path)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return string(b)
+}
+
+// waitApplied waits until the daemon has applied rev, at most within.
+func (d *daemon) waitApplied(rev string, within time.Duration) {
+	d.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		s := d.status()
+		if s.AppliedRevision == rev {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("revision %s not applied within %v: status %+v", rev, within, s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// gitmetal runs a gitmetal command and returns its output and exit code.
+func gitmetal(t *testing.T, bin, dir string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	}
+	t.Fatalf("gitmetal %v: %v", args, err)
+	return "", -1
+}
+
+// TestOperatorSession is the reconciler issue's acceptance session: serve a
+// repository, commit, break it, revert, plan, kill -9 and restart.
+func TestOperatorSession(t *testing.T) {
+	t.Parallel()
+	bin := buildGitmetal(t)
+	repo := gittest.New(t, "main")
+	repo.CopyDir("../../examples/fleet", "")
+	first := repo.Commit("the example fleet")
+	state := t.TempDir()
+
+	d := startDaemon(t, bin, "--repo", repo.Dir, "--state-dir", state, "--interval", "1s")
+	d.waitApplied(first, 30*time.Second)
+	oldWeb01 := d.get("/v1/hardware/web-01")
+
+	// A commit applies within 2 s.
+	repo.Replace("hardware/rack-a/web-01.cue", `ip: "10.20.0.21/24"`, `ip: "10.20.0.121/24"`)
+	moved := repo.Commit("move web-01")
+	d.waitApplied(moved, 2*time.Second)
+	if !strings.Contains(d.get("/v1/hardware/web-01"), "10.20.0.121/24") {
+		t.Fatal("web-01 does not have its new address")
+	}
+
+	// An invalid commit is refused with its file and line; the last good
+	// revision keeps serving.
+	repo.Replace("hardware/rack-b/arm-01.cue", `arch: "aarch64"`, `arch: "arm64"`)
+	bad := repo.Commit("arm64 is spelt aarch64")
+	deadline := time.Now().Add(2 * time.Second)
+	var s status
+	for s = d.status(); s.AttemptedRevision != bad; s = d.status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the invalid commit was not attempted within 2 s: %+v", s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s.AppliedRevision != moved || len(s.Errors) == 0 || s.Errors[0].File != "hardware/rack-b/arm-01.cue" || s.Errors[0].Line == 0 {
+		t.Fatalf("got %+v, want %s still applied and an error at hardware/rack-b/arm-01.cue:LINE", s, moved)
+	}
+	out, code := gitmetal(t, bin, "", "status", "--server", d.url)
+	if code != 1 || !strings.Contains(out, "hardware/rack-b/arm-01.cue:") || !strings.Contains(out, "REFUSED") {
+		t.Errorf("gitmetal status: exit %d, want 1 naming the file:\n%s", code, out)
+	}
+
+	// git revert brings the old content back.
+	repo.Git("revert", "--no-edit", "HEAD") // the typo
+	repo.Git("revert", "--no-edit", moved)  // the move
+	reverted := repo.Git("rev-parse", "HEAD")
+	d.waitApplied(reverted, 5*time.Second)
+	if got := d.get("/v1/hardware/web-01"); stripRevision(got) != stripRevision(oldWeb01) {
+		t.Errorf("after the reverts web-01 is\n%s\nwant\n%s", got, oldWeb01)
+	}
+	if out, code := gitmetal(t, bin, "", "status", "--server", d.url); code != 0 {
+		t.Errorf("gitmetal status after the fix: exit %d:\n%s", code, out)
+	}
+
+	// gitmetal plan: 0 without changes, 2 with, 1 when invalid.
+	if out, code := gitmetal(t, bin, repo.Dir, "plan"); code != 0 {
+		t.Errorf("plan with a clean tree: exit %d, want 0:\n%s", code, out)
+	}
+	repo.Replace("workflows/web-01-ubuntu.cue", "ubuntu-24.04", "ubuntu-26.04")
+	out, code = gitmetal(t, bin, repo.Dir, "plan")
+	if code != 2 || !strings.Contains(out, "web-01") || !strings.Contains(out, "re-provision") {
+		t.Errorf("plan of an image change: exit %d, want 2 naming web-01 as re-provisioned:\n%s", code, out)
+	}
+	if out, code := gitmetal(t, bin, repo.Dir, "plan", "--format", "markdown"); code != 2 || !strings.Contains(out, "web-01") {
+		t.Errorf("plan --format markdown: exit %d:\n%s", code, out)
+	}
+	repo.Replace("hardware/rack-a/web-02.cue", `name: "web-02"`, `name: "Web-02"`)
+	if out, code := gitmetal(t, bin, repo.Dir, "plan"); code != 1 || !strings.Contains(out, "hardware/rack-a/web-02.cue:") {
+		t.Errorf("plan of an invalid tree: exit %d, want 1 naming the file:\n%s", code, out)
+	}
+	repo.Git("checkout", "--", ".")
+
+	// kill -9 and restart: the state dir's clone and validation cache make
+	// the restart cheap, and the same revision is served.
+	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Wait()
+	d2 := startDaemon(t, bin, "--repo", repo.Dir, "--state-dir", state, "--interval", "1s")
+	d2.waitApplied(reverted, 30*time.Second)
+	if !strings.Contains(d2.logs.String(), `"message":"validation cache loaded"`) {
+		t.Errorf("the restarted daemon did not load the validation cache:\n%s", d2.logs.String())
+	}
+}
+
+func stripRevision(s string) string {
+	var m map[string]any
+	if json.Unmarshal([]byte(s), &m) != nil {
+		return s
+	}
+	delete(m, "revision")
+	b, _ := json.Marshal(m)
+	return string(b)
+}
