@@ -6,7 +6,10 @@ LISTEN    ?= 127.0.0.1:8080
 STATE_DIR ?= .state
 FUZZTIME  ?= 10s
 
-.PHONY: help build run test vet fmt-check lint fuzz bench clean
+IPXE_CACHE ?= .cache/ipxe
+IPXE_DIR   ?= $(IPXE_CACHE)/bin
+
+.PHONY: help build run test vet fmt-check lint fuzz bench clean ipxe
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -37,6 +40,22 @@ fuzz: ## run each fuzz target briefly (FUZZTIME=10s)
 bench: build ## print the benchmark tables (see README)
 	$(GO) run ./test/bench
 	$(GO) run ./test/bench/reconcile
+
+ipxe: $(IPXE_DIR)/ipxe.efi ## iPXE binaries from Debian's ipxe package into .cache/ipxe/bin
+
+# The binaries come from Debian's ipxe package: copied when it is installed,
+# else downloaded with apt-get and unpacked, never fetched at run time. In
+# the .deb, ipxe.efi lives in /boot (the /usr/lib/ipxe copy is a link).
+$(IPXE_DIR)/ipxe.efi:
+	@mkdir -p $(IPXE_DIR) $(IPXE_CACHE)/deb
+	@if [ -f /usr/lib/ipxe/ipxe.efi ]; then \
+		cp -L /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/ipxe/snponly.efi $(IPXE_DIR)/; \
+	else \
+		rm -rf $(IPXE_CACHE)/deb/* && (cd $(IPXE_CACHE)/deb && apt-get download ipxe) && \
+		dpkg -x $(IPXE_CACHE)/deb/ipxe_*.deb $(IPXE_CACHE)/deb/root && \
+		cp $(IPXE_CACHE)/deb/root/usr/lib/ipxe/undionly.kpxe $(IPXE_CACHE)/deb/root/usr/lib/ipxe/snponly.efi $(IPXE_DIR)/ && \
+		cp $(IPXE_CACHE)/deb/root/boot/ipxe.efi $(IPXE_DIR)/ipxe.efi; \
+	fi
 
 clean:
 	rm -rf bin $(STATE_DIR)
