@@ -36,10 +36,13 @@ lint: vet fmt-check ## go vet and gofmt
 fuzz: ## run each fuzz target briefly (FUZZTIME=10s)
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./schema/
 	$(GO) test -run '^$$' -fuzz '^FuzzConvert$$' -fuzztime $(FUZZTIME) ./schema/tinkerbell/
+	$(GO) test -run '^$$' -fuzz '^FuzzServe$$' -fuzztime $(FUZZTIME) ./hegel/
 
 bench: build ## print the benchmark tables (see README)
 	$(GO) run ./test/bench
 	$(GO) run ./test/bench/reconcile
+	$(GO) run ./hegel/bench
+	$(GO) run ./test/tftpload
 
 ipxe: $(IPXE_DIR)/ipxe.efi ## iPXE binaries from Debian's ipxe package into .cache/ipxe/bin
 

@@ -15,6 +15,10 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/gitmetal/gitmetal/boot/ipxe"
+	"github.com/gitmetal/gitmetal/hegel"
+	"github.com/gitmetal/gitmetal/reconciler/store"
 )
 
 const usage = `gitmetal provisions bare-metal machines from a git repository.
@@ -127,3 +131,9 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 func version() string {
 	return "dev"
 }
+
+// The store serves every consumer's lookups.
+var (
+	_ ipxe.Store  = (*store.Store)(nil)
+	_ hegel.Store = (*store.Store)(nil)
+)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,9 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/gitmetal/gitmetal/boot/ipxe"
+	"github.com/gitmetal/gitmetal/boot/tftp"
+	"github.com/gitmetal/gitmetal/hegel"
 	"github.com/gitmetal/gitmetal/reconciler"
 	"github.com/gitmetal/gitmetal/reconciler/api"
 	"github.com/gitmetal/gitmetal/reconciler/source"
@@ -29,6 +33,13 @@ type serveFlags struct {
 	interval                          time.Duration
 	webhookSecret, verifyCommits      string
 	logLevel, logFormat               string
+
+	// boot
+	advertiseAddr, bootListen, tftpListen string
+	ipxeDir, tftpDir, installerDir        string
+	trustedProxies                        string
+	metadataListen                        string
+	imdsRequireToken                      bool
 }
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -44,6 +55,15 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.verifyCommits, "verify-commits", "", "armored OpenPGP keyring: refuse any new commit not signed by one of its keys")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
+	fs.StringVar(&f.advertiseAddr, "advertise-addr", "", "the address machines reach this daemon at: next-server, DHCP server id, and the host of every URL handed out (default: the host of --boot-listen or --listen)")
+	fs.StringVar(&f.bootListen, "boot-listen", "", "a separate HTTP listener for iPXE scripts, binaries and the installer (default: on --listen)")
+	fs.StringVar(&f.tftpListen, "tftp-listen", "", "UDP address of the TFTP server, e.g. :69 (default: off)")
+	fs.StringVar(&f.ipxeDir, "ipxe-dir", defaultIPXEDir(), "directory of the iPXE binaries (undionly.kpxe, ipxe.efi, snponly.efi); `make ipxe` fills .cache/ipxe/bin")
+	fs.StringVar(&f.tftpDir, "tftp-dir", "", "extra files served by TFTP")
+	fs.StringVar(&f.installerDir, "installer-dir", "installer", "directory served under /installer/ (the installer's kernel and initramfs)")
+	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed (metadata and iPXE scripts)")
+	fs.StringVar(&f.metadataListen, "metadata-listen", "", "address of the EC2/NoCloud metadata service, e.g. :80 (default: off)")
+	fs.BoolVar(&f.imdsRequireToken, "imds-require-token", false, "refuse IMDSv1 requests: EC2 metadata needs an IMDSv2 session token")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: gitmetal serve --repo URL|PATH [flags]")
 		fs.PrintDefaults()
@@ -110,9 +130,104 @@ func openSource(f serveFlags) (source.Source, func() error, error) {
 	return g, g.Close, nil
 }
 
+// defaultIPXEDir is where `make ipxe` puts the binaries, else Debian's
+// ipxe package.
+func defaultIPXEDir() string {
+	if _, err := os.Stat(".cache/ipxe/bin/ipxe.efi"); err == nil {
+		return ".cache/ipxe/bin"
+	}
+	return "/usr/lib/ipxe"
+}
+
+func parsePrefixes(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(part); aerr == nil {
+				p = netip.PrefixFrom(a, a.BitLen())
+			} else {
+				return nil, fmt.Errorf("--trusted-proxies: %w", err)
+			}
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// httpBase is the URL machines use to reach the boot listener.
+func httpBase(advertise string, ln net.Listener) (string, error) {
+	host, port, err := net.SplitHostPort(ln.Addr().String())
+	if err != nil {
+		return "", err
+	}
+	if advertise != "" {
+		a, err := netip.ParseAddr(advertise)
+		if err != nil {
+			return "", fmt.Errorf("--advertise-addr: %w", err)
+		}
+		host = a.String()
+	} else if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		return "", errors.New("--advertise-addr is needed when the boot listener has no specific address")
+	}
+	return "http://" + net.JoinHostPort(host, port), nil
+}
+
+// existing returns dir when it exists, else "".
+func existing(dir string) string {
+	if _, err := os.Stat(dir); err != nil {
+		return ""
+	}
+	return dir
+}
+
+// service is one part of the daemon that runs until ctx ends.
+type service struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// httpService serves handler on ln until ctx ends, then shuts down with a
+// fresh timeout (the ended context cannot bound the shutdown).
+func httpService(name string, ln net.Listener, handler http.Handler, log zerolog.Logger) service {
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	return service{name: name, run: func(ctx context.Context) error {
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(ln) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("%s: %w", name, err)
+		case <-ctx.Done():
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn().Err(err).Str("server", name).Msg("shutdown")
+		}
+		if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	}}
+}
+
 func serve(ctx context.Context, f serveFlags, log zerolog.Logger) error {
 	if err := os.MkdirAll(f.stateDir, 0o750); err != nil {
 		return fmt.Errorf("--state-dir: %w", err)
+	}
+	proxies, err := parsePrefixes(f.trustedProxies)
+	if err != nil {
+		return &exitError{code: 2, err: err}
 	}
 	src, closeSource, err := openSource(f)
 	if err != nil {
@@ -139,43 +254,93 @@ func serve(ctx context.Context, f serveFlags, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	a, err := api.New(api.Config{Reconciler: rec, Store: st, WebhookSecret: f.webhookSecret, Log: log})
-	if err != nil {
-		return err
-	}
-	mux := http.NewServeMux()
-	a.Register(mux)
 
+	var (
+		services = []service{{"reconciler", rec.Run}}
+		metrics  []api.MetricsWriter
+	)
+
+	// Listeners first: an address in use fails the start, not later.
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
-	log.Info().Str("listen", ln.Addr().String()).Str("source", src.String()).Str("stateDir", f.stateDir).Msg("gitmetal serving")
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return rec.Run(gctx) })
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http: %w", err)
+	mux := http.NewServeMux()
+	bootLn, bootMux := ln, mux
+	if f.bootListen != "" {
+		if bootLn, err = net.Listen("tcp", f.bootListen); err != nil {
+			return fmt.Errorf("--boot-listen: %w", err)
 		}
-		return nil
+		bootMux = http.NewServeMux()
+		services = append(services, httpService("boot http", bootLn, bootMux, log))
+	}
+	base, err := httpBase(f.advertiseAddr, bootLn)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+
+	// iPXE scripts, binaries and the installer over HTTP. A missing
+	// directory is not fatal: its files answer 404 until it is filled.
+	for _, d := range []struct{ flag, dir string }{{"--ipxe-dir", f.ipxeDir}, {"--installer-dir", f.installerDir}} {
+		if _, err := os.Stat(d.dir); d.dir != "" && err != nil {
+			log.Warn().Err(err).Str("flag", d.flag).Msg("directory missing; its files answer 404")
+		}
+	}
+	ih, err := ipxe.New(ipxe.Config{
+		Store:          st,
+		Installs:       ipxe.NoInstalls{},
+		HTTPBase:       base,
+		IPXEDir:        existing(f.ipxeDir),
+		InstallerDir:   existing(f.installerDir),
+		TrustedProxies: proxies,
+		Log:            log,
 	})
-	g.Go(func() error {
-		<-gctx.Done()
-		// A fresh context: the one that ended cannot bound the shutdown.
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
-	err = g.Wait()
-	log.Info().Msg("gitmetal stopped")
-	if err != nil && !strings.Contains(err.Error(), context.Canceled.Error()) {
+	if err != nil {
 		return err
 	}
-	return nil
+	defer ih.Close()
+	ih.Register(bootMux)
+	metrics = append(metrics, ih)
+
+	if f.tftpListen != "" {
+		ts, err := tftp.New(tftp.Config{IPXEDir: existing(f.ipxeDir), AssetDir: f.tftpDir, ListenAddr: f.tftpListen, Log: log})
+		if err != nil {
+			return err
+		}
+		defer ts.Close()
+		services = append(services, service{"tftp", ts.Run})
+		metrics = append(metrics, ts)
+	}
+
+	if f.metadataListen != "" {
+		hg, err := hegel.New(hegel.Config{Store: st, TrustedProxies: proxies, RequireToken: f.imdsRequireToken, Log: log})
+		if err != nil {
+			return err
+		}
+		defer hg.Close()
+		mln, err := net.Listen("tcp", f.metadataListen)
+		if err != nil {
+			return fmt.Errorf("--metadata-listen: %w", err)
+		}
+		services = append(services, httpService("metadata", mln, hg.Handler(), log))
+		metrics = append(metrics, hg)
+		log.Info().Str("listen", mln.Addr().String()).Msg("metadata service")
+	}
+
+	a, err := api.New(api.Config{Reconciler: rec, Store: st, WebhookSecret: f.webhookSecret, Metrics: metrics, Log: log})
+	if err != nil {
+		return err
+	}
+	a.Register(mux)
+	services = append(services, httpService("api", ln, mux, log))
+
+	log.Info().Str("listen", ln.Addr().String()).Str("source", src.String()).Str("stateDir", f.stateDir).
+		Str("httpBase", base).Msg("gitmetal serving")
+	g, gctx := errgroup.WithContext(ctx)
+	for _, s := range services {
+		g.Go(func() error { return s.run(gctx) })
+	}
+	err = g.Wait()
+	log.Info().Msg("gitmetal stopped")
+	return err
 }
