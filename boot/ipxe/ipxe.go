@@ -185,6 +185,7 @@ func (h *Handler) ScriptURL(mac string) string {
 //	GET /installer/{path...}     an installer file
 func (h *Handler) Register(mux *http.ServeMux) {
 	mux.Handle("GET /ipxe/boot.ipxe", h.recover(h.scriptByIP))
+	mux.Handle("GET /ipxe/discover.ipxe", h.recover(h.discover))
 	// One pattern for both: ServeMux rejects /ipxe/bin/{name} beside
 	// /ipxe/{mac}/boot.ipxe, as /ipxe/bin/boot.ipxe matches both.
 	mux.Handle("GET /ipxe/{dir}/{file}", h.recover(h.ipxeDir))
@@ -356,6 +357,25 @@ func (h *Handler) serveScript(w http.ResponseWriter, r *http.Request, lookup fun
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	io.WriteString(w, script)
+}
+
+// discoveryScript is what a PXE client the fleet does not know boots when
+// proxyDHCP answers unknown clients (--proxy-unknown): it says how to add
+// the machine, then leaves the firmware to its next boot device. It names
+// no machine and reads no store: a stranger learns nothing.
+const discoveryScript = `#!ipxe
+echo gitmetal: this machine is not in the fleet.
+echo gitmetal: MAC ${net0/mac}, platform ${platform}, architecture ${buildarch}
+echo gitmetal: commit hardware/<site>/<name>.cue with this MAC to provision it.
+sleep 10
+exit 1
+`
+
+func (h *Handler) discover(w http.ResponseWriter, r *http.Request) {
+	h.log.Info().Str("remote", r.RemoteAddr).Msg("ipxe discovery script served to an unknown machine")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	io.WriteString(w, discoveryScript)
 }
 
 func findInterface(hw *schema.Hardware, mac string) *schema.Interface {

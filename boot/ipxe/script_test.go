@@ -1,9 +1,13 @@
 package ipxe
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/gitmetal/gitmetal/reconciler/store"
 
 	"github.com/gitmetal/gitmetal/schema"
 )
@@ -75,5 +79,21 @@ func TestCustomScriptKeepsOperatorText(t *testing.T) {
 		if got := customScript(in, script); got != want {
 			t.Errorf("customScript(%q):\ngot  %q\nwant %q", script, got, want)
 		}
+	}
+}
+
+func TestDiscoveryScript(t *testing.T) {
+	t.Parallel()
+	h, err := New(Config{Store: store.TestStore(t, nil), Installs: NoInstalls{}, HTTPBase: "http://10.0.0.1:8080"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	mux := http.NewServeMux()
+	h.Register(mux)
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ipxe/discover.ipxe", nil))
+	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Body.String(), "#!ipxe\n") || !strings.Contains(rec.Body.String(), "${net0/mac}") {
+		t.Errorf("got %d:\n%s", rec.Code, rec.Body)
 	}
 }
