@@ -37,12 +37,15 @@ fuzz: ## run each fuzz target briefly (FUZZTIME=10s)
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./schema/
 	$(GO) test -run '^$$' -fuzz '^FuzzConvert$$' -fuzztime $(FUZZTIME) ./schema/tinkerbell/
 	$(GO) test -run '^$$' -fuzz '^FuzzServe$$' -fuzztime $(FUZZTIME) ./hegel/
+	$(GO) test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) ./boot/dhcp/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./boot/dhcp/
 
 bench: build ## print the benchmark tables (see README)
 	$(GO) run ./test/bench
 	$(GO) run ./test/bench/reconcile
 	$(GO) run ./hegel/bench
 	$(GO) run ./test/tftpload
+	$(GO) run ./test/dhcpload/bench
 
 ipxe: $(IPXE_DIR)/ipxe.efi ## iPXE binaries from Debian's ipxe package into .cache/ipxe/bin
 

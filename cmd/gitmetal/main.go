@@ -16,16 +16,20 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/gitmetal/gitmetal/agent"
+	"github.com/gitmetal/gitmetal/boot/dhcp"
 	"github.com/gitmetal/gitmetal/boot/ipxe"
 	"github.com/gitmetal/gitmetal/hegel"
 	"github.com/gitmetal/gitmetal/reconciler/store"
+	"github.com/gitmetal/gitmetal/runner"
 )
 
 const usage = `gitmetal provisions bare-metal machines from a git repository.
 
 Usage:
   gitmetal serve --repo URL|PATH [flags]        run the daemon (see gitmetal serve -h)
-  gitmetal status [--server URL]                 show what the daemon applied and why
+  gitmetal status [--server URL]                 show what the daemon applied, and the runs
+  gitmetal agent --server URL --token T --mac M  run this machine's workflow (the installer runs it as PID 1)
   gitmetal plan [--repo DIR] [BASE [HEAD]]       what a change would do, for PR review
   gitmetal validate [--format text|json] [DIR]   validate a fleet (default: .)
   gitmetal schema export DIR                     write the CUE schema for plain cue vet
@@ -71,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errSilent(2)
 	}
 	switch args[0] {
+	case "agent":
+		return cmdAgent(ctx, args[1:], stdout, stderr)
 	case "serve":
 		return cmdServe(ctx, args[1:], stdout, stderr)
 	case "status":
@@ -134,6 +140,10 @@ func version() string {
 
 // The store serves every consumer's lookups.
 var (
-	_ ipxe.Store  = (*store.Store)(nil)
-	_ hegel.Store = (*store.Store)(nil)
+	_ dhcp.Backend   = (*store.Store)(nil)
+	_ ipxe.Store     = (*store.Store)(nil)
+	_ hegel.Store    = (*store.Store)(nil)
+	_ runner.Store   = (*store.Store)(nil)
+	_ ipxe.Installs  = (*runner.Runner)(nil)
+	_ agent.Executor = (*agent.ActionsExecutor)(nil)
 )

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/gitmetal/gitmetal/boot/dhcp"
 	"github.com/gitmetal/gitmetal/boot/ipxe"
 	"github.com/gitmetal/gitmetal/boot/tftp"
 	"github.com/gitmetal/gitmetal/hegel"
@@ -23,6 +24,7 @@ import (
 	"github.com/gitmetal/gitmetal/reconciler/api"
 	"github.com/gitmetal/gitmetal/reconciler/source"
 	"github.com/gitmetal/gitmetal/reconciler/store"
+	"github.com/gitmetal/gitmetal/runner"
 	"github.com/gitmetal/gitmetal/schema"
 )
 
@@ -40,6 +42,9 @@ type serveFlags struct {
 	trustedProxies                        string
 	metadataListen                        string
 	imdsRequireToken                      bool
+	tokenTTL                              time.Duration
+	dhcpIface, dhcpMode                   string
+	proxyUnknown                          bool
 }
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -63,6 +68,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.installerDir, "installer-dir", "installer", "directory served under /installer/ (the installer's kernel and initramfs)")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed (metadata and iPXE scripts)")
 	fs.StringVar(&f.metadataListen, "metadata-listen", "", "address of the EC2/NoCloud metadata service, e.g. :80 (default: off)")
+	fs.StringVar(&f.dhcpIface, "dhcp-iface", "", "network interface to serve DHCP on (default: DHCP off); needs --advertise-addr")
+	fs.StringVar(&f.dhcpMode, "dhcp-mode", "reservation", "reservation (addresses for known MACs), proxy (boot information beside another DHCP server) or off")
+	fs.BoolVar(&f.proxyUnknown, "proxy-unknown", false, "in proxy mode, point PXE clients the fleet does not know at a discovery script")
+	fs.DurationVar(&f.tokenTTL, "token-ttl", 24*time.Hour, "how long a per-boot agent token stays valid")
 	fs.BoolVar(&f.imdsRequireToken, "imds-require-token", false, "refuse IMDSv1 requests: EC2 metadata needs an IMDSv2 session token")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: gitmetal serve --repo URL|PATH [flags]")
@@ -279,6 +288,15 @@ func serve(ctx context.Context, f serveFlags, log zerolog.Logger) error {
 		return &exitError{code: 2, err: err}
 	}
 
+	// The runner: workflow runs, the agent protocol, the journal.
+	run, err := runner.New(runner.Config{Store: st, StateDir: f.stateDir, TokenTTL: f.tokenTTL, Log: log})
+	if err != nil {
+		return err
+	}
+	defer run.Close()
+	run.Register(mux)
+	services = append(services, service{"runner", run.Run})
+
 	// iPXE scripts, binaries and the installer over HTTP. A missing
 	// directory is not fatal: its files answer 404 until it is filled.
 	for _, d := range []struct{ flag, dir string }{{"--ipxe-dir", f.ipxeDir}, {"--installer-dir", f.installerDir}} {
@@ -288,7 +306,7 @@ func serve(ctx context.Context, f serveFlags, log zerolog.Logger) error {
 	}
 	ih, err := ipxe.New(ipxe.Config{
 		Store:          st,
-		Installs:       ipxe.NoInstalls{},
+		Installs:       run,
 		HTTPBase:       base,
 		IPXEDir:        existing(f.ipxeDir),
 		InstallerDir:   existing(f.installerDir),
@@ -301,6 +319,41 @@ func serve(ctx context.Context, f serveFlags, log zerolog.Logger) error {
 	defer ih.Close()
 	ih.Register(bootMux)
 	metrics = append(metrics, ih)
+
+	// DHCP: off unless an interface is named, never on a host interface
+	// by default.
+	mode, err := dhcp.ParseMode(f.dhcpMode)
+	if err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("--dhcp-mode: %w", err)}
+	}
+	if f.proxyUnknown && mode != dhcp.ModeProxy {
+		return &exitError{code: 2, err: errors.New("--proxy-unknown needs --dhcp-mode proxy")}
+	}
+	if f.dhcpIface != "" && mode != dhcp.ModeOff {
+		adv, err := netip.ParseAddr(f.advertiseAddr)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("--dhcp-iface needs --advertise-addr, the address machines reach this daemon at: %w", err)}
+		}
+		ds, err := dhcp.New(dhcp.Config{
+			Mode:          mode,
+			Interface:     f.dhcpIface,
+			AdvertiseAddr: adv,
+			HTTPBase:      base,
+			ProxyUnknown:  f.proxyUnknown,
+			Backend:       st,
+			Log:           log,
+		})
+		if err != nil {
+			return err
+		}
+		defer ds.Close()
+		services = append(services, service{"dhcp", ds.Run})
+		if f.tftpListen == "" {
+			// PXE firmware fetches iPXE over TFTP from next-server.
+			f.tftpListen = net.JoinHostPort(adv.String(), "69")
+		}
+		log.Info().Str("iface", f.dhcpIface).Str("mode", f.dhcpMode).Msg("dhcp on")
+	}
 
 	if f.tftpListen != "" {
 		ts, err := tftp.New(tftp.Config{IPXEDir: existing(f.ipxeDir), AssetDir: f.tftpDir, ListenAddr: f.tftpListen, Log: log})

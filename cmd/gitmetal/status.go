@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/gitmetal/gitmetal/reconciler"
+	"github.com/gitmetal/gitmetal/runner"
+	"github.com/gitmetal/gitmetal/runner/protocol"
 )
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -40,15 +43,30 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s: %s: %s", req.URL, resp.Status, strings.TrimSpace(string(body)))
 	}
-	if *format == "json" {
-		_, err := stdout.Write(body)
-		return err
-	}
 	var s reconciler.Status
 	if err := json.Unmarshal(body, &s); err != nil {
 		return fmt.Errorf("%s: %w", req.URL, err)
 	}
-	writeStatus(stdout, s)
+	runs, err := runner.FetchRuns(ctx, http.DefaultClient, *server, url.Values{"limit": {"20"}})
+	if err != nil {
+		return err
+	}
+	if *format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(struct {
+			reconciler.Status
+			Runs []protocol.Run `json:"runs"`
+		}{s, runs}); err != nil {
+			return err
+		}
+	} else {
+		writeStatus(stdout, s)
+		fmt.Fprintln(stdout, "runs")
+		if err := runner.WriteRuns(stdout, runs, time.Now()); err != nil {
+			return err
+		}
+	}
 	if s.AttemptedRevision != s.AppliedRevision {
 		return errSilent(1)
 	}
