@@ -286,13 +286,10 @@ func (r *Reconciler) Reconcile(ctx context.Context) error {
 	log = log.With().Str("revision", tree.Revision).Logger()
 
 	// Step 2: load and validate. Contract: the loader evaluates only files
-	// whose blob it has not seen; an invalid revision is recorded with every
-	// problem and not applied.
-	files := make([]schema.File, 0, len(tree.Files))
-	for _, f := range tree.Files {
-		files = append(files, f)
-	}
-	fleet, err := r.cfg.Loader.Load(ctx, files)
+	// whose blob it has not seen, and for a tree that follows the last one
+	// it loaded it looks only at the files that changed; an invalid
+	// revision is recorded with every problem and not applied.
+	fleet, err := r.load(ctx, prev, tree)
 	if err != nil {
 		var issues schema.Errors
 		if !errors.As(err, &issues) {
@@ -333,6 +330,28 @@ func (r *Reconciler) Reconcile(ctx context.Context) error {
 	// once a minute while running (it is also saved when Run ends).
 	r.saveCache(false)
 	return nil
+}
+
+// load validates tree. When the loader's last fleet came from prev, only
+// the files that changed since are handed over; otherwise every file.
+func (r *Reconciler) load(ctx context.Context, prev, tree *source.Tree) (*schema.Fleet, error) {
+	if prev != nil {
+		changed := make([]schema.File, 0, len(tree.Changed))
+		for _, p := range tree.Changed {
+			if f, ok := tree.Files[p]; ok {
+				changed = append(changed, f)
+			}
+		}
+		fleet, err := r.cfg.Loader.Update(ctx, changed, tree.Removed)
+		if !errors.Is(err, schema.ErrNeedLoad) {
+			return fleet, err
+		}
+	}
+	files := make([]schema.File, 0, len(tree.Files))
+	for _, f := range tree.Files {
+		files = append(files, f)
+	}
+	return r.cfg.Loader.Load(ctx, files)
 }
 
 // record writes the result of a reconcile of rev into status.

@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,10 +30,14 @@ func KindOf(p string) Kind {
 	default:
 		return KindUnknown
 	}
-	for _, part := range strings.Split(p, "/") {
+	// No hidden part and no cue.mod anywhere in the path (checked without
+	// splitting: this runs for every file of every load).
+	for rest := p; rest != ""; {
+		part, next, _ := strings.Cut(rest, "/")
 		if strings.HasPrefix(part, ".") || part == "cue.mod" {
 			return KindUnknown
 		}
+		rest = next
 	}
 	if p == SettingsFile {
 		return KindSettings
@@ -121,7 +128,12 @@ type Loader struct {
 	rendered map[string]renderEntry
 	// claims are the MACs, IPs and hostnames of the machines last loaded.
 	claims *claims
-	stats  Stats
+	// last is the fleet of the last successful Load or Update, which Update
+	// builds on; nil after a failure.
+	last *Fleet
+	// defaults are the settings of a repository without a settings file.
+	defaults *Settings
+	stats    Stats
 }
 
 // Stats counts the loader's work since it was made.
@@ -173,22 +185,174 @@ func NewLoader(cfg Config) (*Loader, error) {
 		final:    map[string]*finalEntry{},
 		rendered: map[string]renderEntry{},
 		claims:   newClaims(),
+		defaults: DefaultSettings(),
 	}, nil
 }
 
 // Load validates a whole repository, given as its files, and returns the
-// Fleet. Files of unknown kind are ignored. When anything is invalid the
-// error is an Errors holding every issue of every file, and the Fleet is nil.
+// Fleet. Files of unknown kind are ignored. Load fills in the Blob of files
+// that lack one (reading their Data through Open). When anything is invalid
+// the error is an Errors holding every issue of every file, and the Fleet is
+// nil.
 func (l *Loader) Load(ctx context.Context, files []File) (*Fleet, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.last = nil // a failure below leaves nothing to update from
 
-	type job struct {
-		kind Kind
-		file *File
+	jobs, issues := prepare(files)
+	more, err := l.evaluate(ctx, jobs)
+	if err != nil {
+		return nil, err
 	}
+	issues = append(issues, more...)
+
+	// Settings first: every other object is finished with them. Without a
+	// settings file, the same defaults every time, so objects are reused.
+	settings := l.defaults
+	for _, j := range jobs {
+		if j.kind != KindSettings {
+			continue
+		}
+		d := l.cache[cacheKey{j.kind, j.file.Blob}]
+		if d == nil || d.issues != nil {
+			continue
+		}
+		settings = l.finish(j.file, d, nil).(*Settings)
+	}
+
+	fleet := &Fleet{
+		Settings:  settings,
+		Hardware:  make(map[string]*Hardware, len(jobs)),
+		Templates: map[string]*Template{},
+		Workflows: map[string]*Workflow{},
+	}
+	l.gen++
+	ps := newPass(issues)
+	for _, j := range jobs {
+		d := l.cache[cacheKey{j.kind, j.file.Blob}]
+		if d == nil {
+			continue // a read error, reported above
+		}
+		l.touch(j.file.Path)
+		if j.kind == KindSettings && d.issues == nil {
+			continue // finished above
+		}
+		l.place(fleet, j, d, settings, ps)
+	}
+	// Forget the files that are gone; a machine file that is gone claims
+	// nothing.
+	for p, e := range l.final {
+		if e.gen != l.gen {
+			delete(l.final, p)
+			l.claims.set(p, nil)
+		}
+	}
+	return l.conclude(fleet, ps)
+}
+
+// Update is Load for a change to the files of the last successful Load or
+// Update: changed are the files added or modified since, removed the paths
+// deleted. It costs what the change costs, not what the repository costs.
+// It returns ErrNeedLoad (and does nothing) when it cannot stand in for a
+// Load: the last load failed, or the settings file changed; the caller then
+// calls Load with every file.
+func (l *Loader) Update(ctx context.Context, changed []File, removed []string) (*Fleet, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	base := l.last
+	if base == nil {
+		return nil, ErrNeedLoad
+	}
+	for _, f := range changed {
+		if KindOf(f.Path) == KindSettings {
+			return nil, ErrNeedLoad
+		}
+	}
+	for _, p := range removed {
+		if KindOf(p) == KindSettings {
+			return nil, ErrNeedLoad
+		}
+	}
+	l.last = nil
+
+	jobs, issues := prepare(changed)
+	more, err := l.evaluate(ctx, jobs)
+	if err != nil {
+		return nil, err
+	}
+	issues = append(issues, more...)
+
+	fleet := &Fleet{
+		Settings:  base.Settings,
+		Hardware:  maps.Clone(base.Hardware),
+		Templates: maps.Clone(base.Templates),
+		Workflows: maps.Clone(base.Workflows),
+	}
+	// Take out what the changed and removed files defined before.
+	drop := func(p string) {
+		e := l.final[p]
+		if e == nil {
+			return
+		}
+		switch o := e.obj.(type) {
+		case *Hardware:
+			dropNamed(fleet.Hardware, o.Name, o)
+		case *Template:
+			dropNamed(fleet.Templates, o.Name, o)
+		case *Workflow:
+			dropNamed(fleet.Workflows, o.Name, o)
+		}
+		l.claims.set(p, nil)
+	}
+	for _, p := range removed {
+		drop(p)
+		delete(l.final, p)
+	}
+	for _, j := range jobs {
+		drop(j.file.Path)
+	}
+	ps := newPass(issues)
+	for _, j := range jobs {
+		d := l.cache[cacheKey{j.kind, j.file.Blob}]
+		if d == nil {
+			continue // a read error, reported above
+		}
+		l.place(fleet, j, d, fleet.Settings, ps)
+	}
+	return l.conclude(fleet, ps)
+}
+
+// pass is what one Load or Update gathers while it places objects.
+type pass struct {
+	issues []Issue
+	// broken names the objects, by kind, whose files are invalid: a
+	// reference to one of them is not a second problem.
+	broken map[Kind]map[string]bool
+	// dups lists every object of a name that more than one object has.
+	dups map[dupKey][]Source
+}
+
+type dupKey struct {
+	kind string
+	name string
+}
+
+func newPass(issues []Issue) *pass {
+	return &pass{issues: issues, broken: map[Kind]map[string]bool{}, dups: map[dupKey][]Source{}}
+}
+
+// ErrNeedLoad is Update's answer when only a full Load can give the fleet.
+var ErrNeedLoad = errors.New("a full load is needed")
+
+type job struct {
+	kind Kind
+	file *File
+}
+
+// prepare keeps the files the loader reads and fills in their blob hashes.
+func prepare(files []File) ([]job, []Issue) {
 	var (
-		jobs   []job
+		jobs   = make([]job, 0, len(files))
 		issues []Issue
 	)
 	for n := range files {
@@ -210,8 +374,13 @@ func (l *Loader) Load(ctx context.Context, files []File) (*Fleet, error) {
 		}
 		jobs = append(jobs, job{k, f})
 	}
+	return jobs, issues
+}
 
-	// Evaluate what the cache does not know, in parallel.
+// evaluate validates, in parallel, the files whose content the cache does
+// not know, and caches the results. It returns the files' read errors; the
+// error is the context's, or a broken schema's.
+func (l *Loader) evaluate(ctx context.Context, jobs []job) ([]Issue, error) {
 	var misses []job
 	for _, j := range jobs {
 		if _, ok := l.cache[cacheKey{j.kind, j.file.Blob}]; !ok {
@@ -221,138 +390,131 @@ func (l *Loader) Load(ctx context.Context, files []File) (*Fleet, error) {
 	l.stats.Loads++
 	l.stats.Evaluated += len(misses)
 	l.stats.Cached += len(jobs) - len(misses)
-	if len(misses) > 0 {
-		results := make([]*decoded, len(misses))
-		readErrs := make([]error, len(misses))
-		var next sync.Mutex
-		i := 0
-		workers := min(l.cfg.Workers, len(misses))
-		var wg sync.WaitGroup
-		var evalErr error
-		var evalErrOnce sync.Once
-		for range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				e, err := l.evaluator()
-				if err != nil {
-					evalErrOnce.Do(func() { evalErr = err })
+	if len(misses) == 0 {
+		return nil, nil
+	}
+	results := make([]*decoded, len(misses))
+	readErrs := make([]error, len(misses))
+	var (
+		next        sync.Mutex
+		i           int
+		wg          sync.WaitGroup
+		evalErr     error
+		evalErrOnce sync.Once
+	)
+	for range min(l.cfg.Workers, len(misses)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e, err := l.evaluator()
+			if err != nil {
+				evalErrOnce.Do(func() { evalErr = err })
+				return
+			}
+			defer func() { l.pool <- e }()
+			for ctx.Err() == nil {
+				next.Lock()
+				n := i
+				i++
+				next.Unlock()
+				if n >= len(misses) {
 					return
 				}
-				defer func() { l.pool <- e }()
-				for ctx.Err() == nil {
-					next.Lock()
-					n := i
-					i++
-					next.Unlock()
-					if n >= len(misses) {
-						return
+				f := misses[n].file
+				data := f.Data
+				if data == nil && f.Open != nil {
+					if data, readErrs[n] = f.Open(); readErrs[n] != nil {
+						continue
 					}
-					f := misses[n].file
-					data := f.Data
-					if data == nil && f.Open != nil {
-						if data, readErrs[n] = f.Open(); readErrs[n] != nil {
-							continue
-						}
-					}
-					results[n] = e.eval(misses[n].kind, f.Path, data)
 				}
-			}()
-		}
-		wg.Wait()
-		if evalErr != nil {
-			return nil, evalErr
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		for n, m := range misses {
-			if readErrs[n] != nil {
-				issues = append(issues, Issue{Position: Position{File: m.file.Path}, Message: "read: " + readErrs[n].Error()})
-				continue
+				results[n] = e.eval(misses[n].kind, f.Path, data)
 			}
-			// Issues are cached without the file name: the same content
-			// may live at another path.
-			d := results[n]
-			for k := range d.issues {
-				d.issues[k].File = ""
-			}
-			l.cache[cacheKey{m.kind, m.file.Blob}] = d
-		}
+		}()
 	}
+	wg.Wait()
+	if evalErr != nil {
+		return nil, evalErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var issues []Issue
+	for n, m := range misses {
+		if readErrs[n] != nil {
+			issues = append(issues, Issue{Position: Position{File: m.file.Path}, Message: "read: " + readErrs[n].Error()})
+			continue
+		}
+		// Issues are cached without the file name: the same content may
+		// live at another path.
+		d := results[n]
+		for k := range d.issues {
+			d.issues[k].File = ""
+		}
+		l.cache[cacheKey{m.kind, m.file.Blob}] = d
+	}
+	return issues, nil
+}
 
-	// Settings first: every other object is finished with them.
-	settings := DefaultSettings()
-	for _, j := range jobs {
-		if j.kind != KindSettings {
-			continue
+// place puts the object of one validated file into the fleet, or records
+// the file's issues.
+func (l *Loader) place(fleet *Fleet, j job, d *decoded, settings *Settings, ps *pass) {
+	if d.issues != nil {
+		l.touch(j.file.Path).obj = nil // an invalid file defines nothing
+		if j.kind == KindHardware {
+			l.claims.set(j.file.Path, nil) // and claims nothing
 		}
-		d := l.cache[cacheKey{j.kind, j.file.Blob}]
-		if d == nil || d.issues != nil {
-			continue
+		if d.name != "" {
+			if ps.broken[j.kind] == nil {
+				ps.broken[j.kind] = map[string]bool{}
+			}
+			ps.broken[j.kind][d.name] = true
 		}
-		settings = l.finish(j.file, d, nil).(*Settings)
+		for _, is := range d.issues {
+			is.File = j.file.Path
+			ps.issues = append(ps.issues, is)
+		}
+		return
 	}
+	switch o := l.finish(j.file, d, settings).(type) {
+	case *Hardware:
+		l.claims.set(j.file.Path, o)
+		addNamed(ps, fleet.Hardware, "hardware", o.Name, o)
+	case *Template:
+		addNamed(ps, fleet.Templates, "template", o.Name, o)
+	case *Workflow:
+		addNamed(ps, fleet.Workflows, "workflow", o.Name, o)
+	}
+}
 
-	fleet := &Fleet{
-		Settings:  settings,
-		Hardware:  make(map[string]*Hardware, len(jobs)),
-		Templates: map[string]*Template{},
-		Workflows: map[string]*Workflow{},
-	}
-	l.gen++
-	// Names of objects whose files are invalid: a reference to one of them
-	// is not a second problem.
-	broken := map[Kind]map[string]bool{}
-	for _, j := range jobs {
-		d := l.cache[cacheKey{j.kind, j.file.Blob}]
-		if d == nil {
-			continue // a read error, reported above
-		}
-		l.touch(j.file.Path)
-		if j.kind == KindSettings && d.issues == nil {
-			continue // finished above
-		}
-		if d.issues != nil {
-			if j.kind == KindHardware {
-				l.claims.set(j.file.Path, nil) // an invalid file claims nothing
-			}
-			if d.name != "" {
-				if broken[j.kind] == nil {
-					broken[j.kind] = map[string]bool{}
-				}
-				broken[j.kind][d.name] = true
-			}
-			for _, is := range d.issues {
-				is.File = j.file.Path
-				issues = append(issues, is)
-			}
-			continue
-		}
-		switch o := l.finish(j.file, d, settings).(type) {
-		case *Hardware:
-			l.claims.set(j.file.Path, o)
-			issues = addNamed(issues, fleet.Hardware, "hardware", o.Name, o)
-		case *Template:
-			issues = addNamed(issues, fleet.Templates, "template", o.Name, o)
-		case *Workflow:
-			issues = addNamed(issues, fleet.Workflows, "workflow", o.Name, o)
+// conclude runs the rules across files and returns the fleet, or every
+// issue found. A valid fleet is remembered for Update.
+func (l *Loader) conclude(fleet *Fleet, ps *pass) (*Fleet, error) {
+	issues := append(ps.issues, l.checkFleet(fleet, ps.broken)...)
+	// Of objects sharing a name, the one at the first path keeps it; every
+	// other is reported against it, whatever order the files came in.
+	for k, srcs := range ps.dups {
+		slices.SortFunc(srcs, func(a, b Source) int { return strings.Compare(a.Path, b.Path) })
+		for _, src := range srcs[1:] {
+			issues = append(issues, Issue{
+				Position: src.Pos("name"),
+				Field:    k.kind + ".name",
+				Message:  fmt.Sprintf("%s name %q is already used by %s", k.kind, k.name, srcs[0].Pos("name")),
+			})
 		}
 	}
-	// Forget the files that are gone; a machine file that is gone claims
-	// nothing.
-	for p, e := range l.final {
-		if e.gen != l.gen {
-			delete(l.final, p)
-			l.claims.set(p, nil)
-		}
-	}
-	issues = append(issues, l.checkFleet(fleet, broken)...)
 	if len(issues) > 0 {
 		sortIssues(issues)
 		return nil, Errors(issues)
 	}
+	l.last = fleet
 	return fleet, nil
+}
+
+// dropNamed removes obj from m when it holds the name.
+func dropNamed[T comparable](m map[string]T, name string, obj T) {
+	if m[name] == obj {
+		delete(m, name)
+	}
 }
 
 // evaluator takes an idle evaluator or makes one.
@@ -428,23 +590,22 @@ func (l *Loader) touch(path string) *finalEntry {
 	return e
 }
 
-// addNamed adds obj to m under its name, or reports that another object of
-// the kind already has the name. Of two objects with one name the one at
-// the first path keeps it, whatever order the files came in.
-func addNamed[T interface{ source() Source }](issues []Issue, m map[string]T, kind, name string, obj T) []Issue {
+// addNamed adds obj to m under its name. When another object has the name,
+// the one at the first path keeps it and both are noted in ps.dups.
+func addNamed[T interface{ source() Source }](ps *pass, m map[string]T, kind, name string, obj T) {
 	prev, ok := m[name]
 	if !ok {
 		m[name] = obj
-		return issues
+		return
 	}
+	k := dupKey{kind, name}
+	if len(ps.dups[k]) == 0 {
+		ps.dups[k] = append(ps.dups[k], prev.source())
+	}
+	ps.dups[k] = append(ps.dups[k], obj.source())
 	if obj.source().Path < prev.source().Path {
-		m[name], obj, prev = obj, prev, obj
+		m[name] = obj
 	}
-	return append(issues, Issue{
-		Position: obj.source().Pos("name"),
-		Field:    kind + ".name",
-		Message:  fmt.Sprintf("%s name %q is already used by %s", kind, name, prev.source().Pos("name")),
-	})
 }
 
 // LoadDir reads the fleet in a directory and validates it.

@@ -123,7 +123,7 @@ func rows(runs int) []row {
 			d := median(r.warm)
 			return cell{fmtDuration(d), r.size <= targetSize, d <= warmTarget}
 		}},
-		{"one changed file (Load + Apply): median of " + strconv.Itoa(oneFileRuns), "≤ 5 ms", func(r result) cell {
+		{"one changed file (Update + Apply): median of " + strconv.Itoa(oneFileRuns), "≤ 5 ms", func(r result) cell {
 			d := median(r.oneFile)
 			return cell{fmtDuration(d), r.size <= targetSize, d <= oneFileTarget}
 		}},
@@ -190,7 +190,7 @@ func method(runs int) string {
 - cold, fresh process: the gitmetal binary is built once (`+"`go build ./cmd/gitmetal`"+`) and `+"`gitmetal validate DIR`"+` is run %[1]d times; wall time from start to exit, median, and the child's user + system CPU time from its rusage, median. It loads and validates but does not apply to a store. Peak RSS is the child's rusage Maxrss (KiB on Linux), the largest of the runs; MB = 10^6 bytes.
 - cold, in process: a new schema.Loader, LoadDir, store.New and store.Apply of the fleet, %[1]d times, median, with a GC before each run.
 - warm: LoadDir of the same directory %[2]d more times with the last cold run's Loader: every file is read and hashed, none evaluated (checked with Loader.Stats); median.
-- one changed file: the files as the git source hands them over (every unchanged file with its blob hash and a lazy Open that is never called — checked — and the changed one with its content); one machine's file is replaced by fleetgen.HardwareFile with a new revision, then Load and store.Apply are timed. %[3]d iterations, each changing another machine, alternating machines with and without a workflow; each must evaluate exactly one file and change one hardware row (checked). Median and p90 (nearest rank); the store.Apply part is timed within the same iterations.
+- one changed file: the reconciler's path for a commit or a directory write: the loader, having loaded the fleet, is handed only the changed file (Loader.Update, as the git and directory sources list changed paths); one machine's file is replaced by fleetgen.HardwareFile with a new revision, then Update and store.Apply are timed; no unchanged file is opened (checked). %[3]d iterations, each changing another machine, alternating machines with and without a workflow; each must evaluate exactly one file and change one hardware row (checked). Median and p90 (nearest rank); the store.Apply part is timed within the same iterations.
 - floor: the same fleet written as JSON, read and decoded with encoding/json into hand-written structs mirroring hardware/template/workflow/settings (DisallowUnknownFields), validated by hand with the rules of schema/cue (name, MAC, hostname, label, SSH key and device regexps, net/netip address, prefix and netmask checks, lease-time and VLAN ranges, arch and policy enums, durations, action uses), then unique names, MACs, IPs and hostnames (maps), workflow references, and that every workflow's template renders (text/template parsed once per template) — files and renders in parallel across GOMAXPROCS. %[1]d runs, median; it must find the fleet valid with gitmetal's counts (checked). The ratio is the fresh-process cold median over the floor median.
 `, runs, warmRuns, oneFileRuns)
 }
