@@ -9,6 +9,7 @@ import (
 
 	"github.com/gitmetal/gitmetal/schema"
 	"github.com/gitmetal/gitmetal/test/fleetgen"
+	"github.com/gitmetal/gitmetal/test/gittest"
 )
 
 const benchMachines = 10000
@@ -19,18 +20,18 @@ const benchMachines = 10000
 // path) to the new Tree with its one Changed path. The commit itself is
 // made with the git CLI outside the timer.
 func BenchmarkGitSyncOneFileCommit(b *testing.B) {
-	r := newRepo(b, "main")
-	paths, err := fleetgen.Write(r.dir, benchMachines, fleetgen.CUE)
+	r := gittest.New(b, "main")
+	paths, err := fleetgen.Write(r.Dir, benchMachines, fleetgen.CUE)
 	if err != nil {
 		b.Fatal(err)
 	}
-	r.commit("fleet")
+	r.Commit("fleet")
 	for _, bc := range []struct {
 		name string
 		cfg  GitConfig
 	}{
-		{"file-remote", GitConfig{URL: "file://" + r.dir, Dir: filepath.Join(b.TempDir(), "clone")}},
-		{"local-path", GitConfig{URL: r.dir}},
+		{"file-remote", GitConfig{URL: "file://" + r.Dir, Dir: filepath.Join(b.TempDir(), "clone")}},
+		{"local-path", GitConfig{URL: r.Dir}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			g, err := NewGit(bc.cfg)
@@ -49,11 +50,11 @@ func BenchmarkGitSyncOneFileCommit(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
 				n := i % len(paths)
-				if err := os.WriteFile(filepath.Join(r.dir, paths[n]), fleetgen.HardwareFile(n, int(time.Now().UnixNano()), fleetgen.CUE), 0o644); err != nil {
+				if err := os.WriteFile(filepath.Join(r.Dir, paths[n]), fleetgen.HardwareFile(n, int(time.Now().UnixNano()), fleetgen.CUE), 0o644); err != nil {
 					b.Fatal(err)
 				}
-				r.git("add", paths[n])
-				r.git("commit", "-q", "-m", "bump")
+				r.Git("add", paths[n])
+				r.Git("commit", "-q", "-m", "bump")
 				b.StartTimer()
 				next, err := g.Sync(ctx, tree)
 				if err != nil {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gitmetal/gitmetal/test/gittest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -86,7 +87,7 @@ func TestDirSync(t *testing.T) {
 	}{
 		{
 			name:    "write",
-			edit:    func() { writeFile(t, path("hardware/rack-a/node-1.cue"), "changed\n") },
+			edit:    func() { gittest.WriteFile(t, path("hardware/rack-a/node-1.cue"), "changed\n") },
 			changed: []string{"hardware/rack-a/node-1.cue"},
 		},
 		{
@@ -111,14 +112,14 @@ func TestDirSync(t *testing.T) {
 		{
 			name: "new subdirectories",
 			edit: func() {
-				writeFile(t, path("hardware/rack-z/a.cue"), "a\n")
-				writeFile(t, path("hardware/rack-z/deep/b.cue"), "b\n")
+				gittest.WriteFile(t, path("hardware/rack-z/a.cue"), "a\n")
+				gittest.WriteFile(t, path("hardware/rack-z/deep/b.cue"), "b\n")
 			},
 			changed: []string{"hardware/rack-z/a.cue", "hardware/rack-z/deep/b.cue"},
 		},
 		{
 			name:    "write in a new subdirectory",
-			edit:    func() { writeFile(t, path("hardware/rack-z/deep/c.cue"), "c\n") },
+			edit:    func() { gittest.WriteFile(t, path("hardware/rack-z/deep/c.cue"), "c\n") },
 			changed: []string{"hardware/rack-z/deep/c.cue"},
 		},
 		{
@@ -133,13 +134,13 @@ func TestDirSync(t *testing.T) {
 		},
 		{
 			name:    "write in a renamed directory",
-			edit:    func() { writeFile(t, path("hardware/rack-w/deep/b.cue"), "b2\n") },
+			edit:    func() { gittest.WriteFile(t, path("hardware/rack-w/deep/b.cue"), "b2\n") },
 			changed: []string{"hardware/rack-w/deep/b.cue"},
 		},
 		{
 			name: "editor save: write a temporary file, rename it over",
 			edit: func() {
-				writeFile(t, path("templates/.ubuntu.cue.swp"), "saved\n")
+				gittest.WriteFile(t, path("templates/.ubuntu.cue.swp"), "saved\n")
 				if err := os.Rename(path("templates/.ubuntu.cue.swp"), path("templates/ubuntu.cue")); err != nil {
 					t.Fatal(err)
 				}
@@ -161,8 +162,8 @@ func TestDirSync(t *testing.T) {
 				if err := os.RemoveAll(path("hardware/rack-b")); err != nil {
 					t.Fatal(err)
 				}
-				writeFile(t, path("hardware/rack-b/node-3.yaml"), "hardware:\n  name: node-3\n")
-				writeFile(t, path("hardware/rack-b/new.cue"), "new\n")
+				gittest.WriteFile(t, path("hardware/rack-b/node-3.yaml"), "hardware:\n  name: node-3\n")
+				gittest.WriteFile(t, path("hardware/rack-b/new.cue"), "new\n")
 			},
 			changed: []string{"hardware/rack-b/new.cue"},
 			removed: []string{"hardware/rack-b/node-2.cue"},
@@ -173,7 +174,7 @@ func TestDirSync(t *testing.T) {
 				if err := os.Remove(path("gitmetal.cue")); err != nil {
 					t.Fatal(err)
 				}
-				writeFile(t, path("hardware/rack-b/node-3.yaml.d/x.cue"), "x\n")
+				gittest.WriteFile(t, path("hardware/rack-b/node-3.yaml.d/x.cue"), "x\n")
 				if err := os.Remove(path("hardware/rack-b/node-3.yaml")); err != nil {
 					t.Fatal(err)
 				}
@@ -196,9 +197,9 @@ func TestDirSync(t *testing.T) {
 	}
 
 	// Files the loader does not read change nothing.
-	writeFile(t, path("README.md"), "changed\n")
-	writeFile(t, path("hardware/.hidden/y.cue"), "y\n")
-	writeFile(t, path("cue.mod/x.cue"), "x\n")
+	gittest.WriteFile(t, path("README.md"), "changed\n")
+	gittest.WriteFile(t, path("hardware/.hidden/y.cue"), "y\n")
+	gittest.WriteFile(t, path("cue.mod/x.cue"), "x\n")
 	time.Sleep(50 * time.Millisecond)
 	if got := syncOK(t, d, prev); got != prev {
 		t.Errorf("after writing files the loader does not read: got %s, want the previous tree", got.Revision)
@@ -219,7 +220,7 @@ func TestDirSync(t *testing.T) {
 
 	// Open refuses content that is not the blob.
 	f := prev.Files["hardware/rack-a/node-1.cue"]
-	writeFile(t, path("hardware/rack-a/node-1.cue"), "changed again\n")
+	gittest.WriteFile(t, path("hardware/rack-a/node-1.cue"), "changed again\n")
 	if _, err := f.Open(); err == nil || !strings.Contains(err.Error(), "changed since") {
 		t.Errorf("open of a file changed since it was hashed: got %v, want an error", err)
 	}
@@ -253,7 +254,7 @@ func TestDirClose(t *testing.T) {
 func TestDirConfigErrors(t *testing.T) {
 	t.Parallel()
 	file := filepath.Join(t.TempDir(), "f")
-	writeFile(t, file, "x")
+	gittest.WriteFile(t, file, "x")
 	for _, cfg := range []DirConfig{{}, {Path: filepath.Join(t.TempDir(), "missing")}, {Path: file}} {
 		if d, err := NewDir(cfg); err == nil {
 			d.Close()

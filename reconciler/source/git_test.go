@@ -12,6 +12,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/gitmetal/gitmetal/test/gittest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -19,20 +20,20 @@ import (
 // repository r in one of the ways a repository can be reached.
 type remoteKind struct {
 	name   string
-	config func(t *testing.T, r *gitRepo) GitConfig
+	config func(t *testing.T, r *gittest.Repo) GitConfig
 }
 
 func transports() []remoteKind {
 	return []remoteKind{
-		{"local path", func(t *testing.T, r *gitRepo) GitConfig {
-			return GitConfig{URL: r.dir}
+		{"local path", func(t *testing.T, r *gittest.Repo) GitConfig {
+			return GitConfig{URL: r.Dir}
 		}},
-		{"file URL", func(t *testing.T, r *gitRepo) GitConfig {
-			return GitConfig{URL: "file://" + r.dir, Dir: filepath.Join(t.TempDir(), "clone")}
+		{"file URL", func(t *testing.T, r *gittest.Repo) GitConfig {
+			return GitConfig{URL: "file://" + r.Dir, Dir: filepath.Join(t.TempDir(), "clone")}
 		}},
-		{"smart HTTP", func(t *testing.T, r *gitRepo) GitConfig {
-			srv := newGitServer(t, filepath.Dir(r.dir), nil)
-			return GitConfig{URL: srv.url(filepath.Base(r.dir)), Dir: filepath.Join(t.TempDir(), "clone")}
+		{"smart HTTP", func(t *testing.T, r *gittest.Repo) GitConfig {
+			srv := newGitServer(t, filepath.Dir(r.Dir), nil)
+			return GitConfig{URL: srv.url(filepath.Base(r.Dir)), Dir: filepath.Join(t.TempDir(), "clone")}
 		}},
 	}
 }
@@ -59,16 +60,16 @@ func openID(f func() ([]byte, error)) uintptr {
 
 // checkTree checks a git tree against what the git CLI says rev holds, and
 // against a fresh full read of the revision.
-func checkTree(t *testing.T, r *gitRepo, tree *Tree, rev, subdir string) {
+func checkTree(t *testing.T, r *gittest.Repo, tree *Tree, rev, subdir string) {
 	t.Helper()
 	if tree.Revision != rev {
 		t.Fatalf("got revision %s, want %s", tree.Revision, rev)
 	}
-	want := r.lsTree(rev, subdir)
+	want := lsTree(r, rev, subdir)
 	if diff := cmp.Diff(want, blobs(tree)); diff != "" {
 		t.Errorf("files of %s (-git ls-tree +got):\n%s", rev, diff)
 	}
-	full, err := ReadRevision(r.dir, rev, subdir)
+	full, err := ReadRevision(r.Dir, rev, subdir)
 	if err != nil {
 		t.Fatalf("ReadRevision: %v", err)
 	}
@@ -102,14 +103,14 @@ func TestGitSync(t *testing.T) {
 	for _, tr := range transports() {
 		t.Run(tr.name, func(t *testing.T) {
 			t.Parallel()
-			r := newRepo(t, "main")
-			writeFleet(t, r.dir)
-			c1 := r.commit("first\n\nbody")
+			r := gittest.New(t, "main")
+			writeFleet(t, r.Dir)
+			c1 := r.Commit("first\n\nbody")
 			g := newGitOK(t, tr.config(t, r))
 
 			t1 := syncOK(t, g, nil)
 			checkTree(t, r, t1, c1, "")
-			wantDiff(t, t1, sortedKeys(r.lsTree(c1, "")), nil)
+			wantDiff(t, t1, sortedKeys(lsTree(r, c1, "")), nil)
 			if len(t1.Files) != 6 {
 				t.Errorf("got %d files, want the 6 fleet files: %v", len(t1.Files), sortedKeys(t1.Files))
 			}
@@ -140,9 +141,9 @@ func TestGitSync(t *testing.T) {
 				{
 					name: "change, add and remove one file each",
 					edit: func() {
-						r.write("hardware/rack-a/node-1.cue", "hardware: name: \"node-1\", labels: x: \"y\"\n")
-						r.write("hardware/rack-b/node-4.cue", "hardware: name: \"node-4\"\n")
-						r.remove("hardware/rack-a/node-2.cue")
+						r.Write("hardware/rack-a/node-1.cue", "hardware: name: \"node-1\", labels: x: \"y\"\n")
+						r.Write("hardware/rack-b/node-4.cue", "hardware: name: \"node-4\"\n")
+						r.Remove("hardware/rack-a/node-2.cue")
 					},
 					changed: []string{"hardware/rack-a/node-1.cue", "hardware/rack-b/node-4.cue"},
 					removed: []string{"hardware/rack-a/node-2.cue"},
@@ -150,22 +151,22 @@ func TestGitSync(t *testing.T) {
 				{
 					name: "only files the loader does not read",
 					edit: func() {
-						r.write("README.md", "# changed\n")
-						r.write("docs/more.cue", "x: 1\n")
-						r.write("hardware/.hidden/y.cue", "y: 1\n")
+						r.Write("README.md", "# changed\n")
+						r.Write("docs/more.cue", "x: 1\n")
+						r.Write("hardware/.hidden/y.cue", "y: 1\n")
 					},
 				},
 				{
 					name:    "rename a directory",
-					edit:    func() { r.git("mv", "hardware/rack-b", "hardware/rack-c") },
+					edit:    func() { r.Git("mv", "hardware/rack-b", "hardware/rack-c") },
 					changed: []string{"hardware/rack-c/node-3.yaml", "hardware/rack-c/node-4.cue"},
 					removed: []string{"hardware/rack-b/node-3.yaml", "hardware/rack-b/node-4.cue"},
 				},
 				{
 					name: "a file becomes a directory",
 					edit: func() {
-						r.remove("templates/ubuntu.cue")
-						r.write("templates/ubuntu.cue/x.cue", "template: name: \"x\"\n")
+						r.Remove("templates/ubuntu.cue")
+						r.Write("templates/ubuntu.cue/x.cue", "template: name: \"x\"\n")
 					},
 					changed: []string{"templates/ubuntu.cue/x.cue"},
 					removed: []string{"templates/ubuntu.cue"},
@@ -173,10 +174,10 @@ func TestGitSync(t *testing.T) {
 				{
 					name: "mode change and a symbolic link",
 					edit: func() {
-						if err := os.Chmod(filepath.Join(r.dir, "gitmetal.cue"), 0o755); err != nil {
+						if err := os.Chmod(filepath.Join(r.Dir, "gitmetal.cue"), 0o755); err != nil {
 							t.Fatal(err)
 						}
-						if err := os.Symlink("node-1.cue", filepath.Join(r.dir, "hardware/rack-a/link.cue")); err != nil {
+						if err := os.Symlink("node-1.cue", filepath.Join(r.Dir, "hardware/rack-a/link.cue")); err != nil {
 							t.Fatal(err)
 						}
 					},
@@ -184,7 +185,7 @@ func TestGitSync(t *testing.T) {
 				{
 					name: "same content at a new path",
 					edit: func() {
-						r.write("workflows/copy.json", "{\"workflow\": {\"name\": \"node-1\"}}\n")
+						r.Write("workflows/copy.json", "{\"workflow\": {\"name\": \"node-1\"}}\n")
 					},
 					changed: []string{"workflows/copy.json"},
 				},
@@ -192,7 +193,7 @@ func TestGitSync(t *testing.T) {
 			prev := t1
 			for _, s := range steps {
 				s.edit()
-				rev := r.commit(s.name)
+				rev := r.Commit(s.name)
 				next := syncOK(t, g, prev)
 				if next == prev {
 					t.Fatalf("%s: got the previous tree, want revision %s", s.name, rev)
@@ -208,15 +209,15 @@ func TestGitSync(t *testing.T) {
 
 func TestGitSubdir(t *testing.T) {
 	t.Parallel()
-	r := newRepo(t, "main")
-	writeFleet(t, filepath.Join(r.dir, "fleet"))
-	r.write("other/hardware/x/y.cue", "outside\n")
-	c1 := r.commit("first")
+	r := gittest.New(t, "main")
+	writeFleet(t, filepath.Join(r.Dir, "fleet"))
+	r.Write("other/hardware/x/y.cue", "outside\n")
+	c1 := r.Commit("first")
 
 	for _, cfg := range []GitConfig{
-		{URL: r.dir, Path: "fleet"},
-		{URL: filepath.Join(r.dir, "fleet")}, // a path inside the working tree
-		{URL: "file://" + r.dir, Path: "/fleet/", Dir: t.TempDir()},
+		{URL: r.Dir, Path: "fleet"},
+		{URL: filepath.Join(r.Dir, "fleet")}, // a path inside the working tree
+		{URL: "file://" + r.Dir, Path: "/fleet/", Dir: t.TempDir()},
 	} {
 		g := newGitOK(t, cfg)
 		t1 := syncOK(t, g, nil)
@@ -225,25 +226,25 @@ func TestGitSubdir(t *testing.T) {
 			t.Errorf("%s: got files %v, want them relative to the fleet path", g, sortedKeys(t1.Files))
 		}
 
-		r.write("other/hardware/x/y.cue", "changed outside\n")
-		c2 := r.commit("outside " + g.String())
+		r.Write("other/hardware/x/y.cue", "changed outside\n")
+		c2 := r.Commit("outside " + g.String())
 		t2 := syncOK(t, g, t1)
 		checkTree(t, r, t2, c2, "fleet")
 		wantDiff(t, t2, nil, nil)
 
-		r.write("fleet/hardware/rack-a/node-1.cue", "changed inside "+g.String()+"\n")
-		c3 := r.commit("inside " + g.String())
+		r.Write("fleet/hardware/rack-a/node-1.cue", "changed inside "+g.String()+"\n")
+		c3 := r.Commit("inside " + g.String())
 		t3 := syncOK(t, g, t2)
 		checkTree(t, r, t3, c3, "fleet")
 		wantDiff(t, t3, []string{"hardware/rack-a/node-1.cue"}, nil)
 		c1 = c3
 	}
 
-	g := newGitOK(t, GitConfig{URL: r.dir, Path: "missing"})
+	g := newGitOK(t, GitConfig{URL: r.Dir, Path: "missing"})
 	if tree, err := g.Sync(context.Background(), nil); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("sync of a missing fleet path: got %v, %v; want an error naming the path", tree, err)
 	}
-	if _, err := NewGit(GitConfig{URL: r.dir, Path: "../x"}); err == nil {
+	if _, err := NewGit(GitConfig{URL: r.Dir, Path: "../x"}); err == nil {
 		t.Error("NewGit with a path leaving the repository: got no error")
 	}
 }
@@ -253,12 +254,12 @@ func TestGitRefs(t *testing.T) {
 	for _, tr := range transports() {
 		t.Run(tr.name, func(t *testing.T) {
 			t.Parallel()
-			r := newRepo(t, "main")
-			writeFleet(t, r.dir)
-			c1 := r.commit("first")
-			r.git("tag", "v1")
-			r.git("tag", "-a", "v2", "-m", "annotated")
-			r.git("branch", "dev")
+			r := gittest.New(t, "main")
+			writeFleet(t, r.Dir)
+			c1 := r.Commit("first")
+			r.Git("tag", "v1")
+			r.Git("tag", "-a", "v2", "-m", "annotated")
+			r.Git("branch", "dev")
 
 			source := func(ref string) *Git {
 				cfg := tr.config(t, r)
@@ -272,8 +273,8 @@ func TestGitRefs(t *testing.T) {
 				checkTree(t, r, trees[name], c1, "")
 			}
 
-			r.write("hardware/rack-a/node-1.cue", "main moved\n")
-			c2 := r.commit("second")
+			r.Write("hardware/rack-a/node-1.cue", "main moved\n")
+			c2 := r.Commit("second")
 			want := map[string]string{"v1": c1, "v2": c1, "sha": c1, "dev": c1, "main": c2}
 			for name, g := range refs {
 				trees[name] = syncOK(t, g, trees[name])
@@ -282,11 +283,11 @@ func TestGitRefs(t *testing.T) {
 				}
 			}
 
-			r.git("tag", "-f", "v1", c2)
-			r.git("tag", "-f", "-a", "v2", "-m", "moved", c2)
-			r.git("checkout", "-q", "dev")
-			r.write("hardware/rack-b/dev.cue", "dev\n")
-			c3 := r.commit("on dev")
+			r.Git("tag", "-f", "v1", c2)
+			r.Git("tag", "-f", "-a", "v2", "-m", "moved", c2)
+			r.Git("checkout", "-q", "dev")
+			r.Write("hardware/rack-b/dev.cue", "dev\n")
+			c3 := r.Commit("on dev")
 			want = map[string]string{"v1": c2, "v2": c2, "sha": c1, "dev": c3, "main": c2}
 			for name, g := range refs {
 				next := syncOK(t, g, trees[name])
@@ -304,12 +305,12 @@ func TestGitDefaultBranch(t *testing.T) {
 	for _, tr := range transports() {
 		t.Run(tr.name, func(t *testing.T) {
 			t.Parallel()
-			r := newRepo(t, "trunk")
-			writeFleet(t, r.dir)
-			r.commit("first")
-			r.git("branch", "main") // a main that is not the default
-			r.write("gitmetal.cue", "settings: site: \"dc2\"\n")
-			c2 := r.commit("second")
+			r := gittest.New(t, "trunk")
+			writeFleet(t, r.Dir)
+			r.Commit("first")
+			r.Git("branch", "main") // a main that is not the default
+			r.Write("gitmetal.cue", "settings: site: \"dc2\"\n")
+			c2 := r.Commit("second")
 			g := newGitOK(t, tr.config(t, r))
 			checkTree(t, r, syncOK(t, g, nil), c2, "")
 		})
@@ -318,17 +319,17 @@ func TestGitDefaultBranch(t *testing.T) {
 
 func TestGitRemoteDown(t *testing.T) {
 	t.Parallel()
-	r := newRepo(t, "main")
-	writeFleet(t, r.dir)
-	c1 := r.commit("first")
-	srv := newGitServer(t, filepath.Dir(r.dir), nil)
-	g := newGitOK(t, GitConfig{URL: srv.url(filepath.Base(r.dir)), Dir: t.TempDir(), Timeout: 10 * time.Second})
+	r := gittest.New(t, "main")
+	writeFleet(t, r.Dir)
+	c1 := r.Commit("first")
+	srv := newGitServer(t, filepath.Dir(r.Dir), nil)
+	g := newGitOK(t, GitConfig{URL: srv.url(filepath.Base(r.Dir)), Dir: t.TempDir(), Timeout: 10 * time.Second})
 	t1 := syncOK(t, g, nil)
 	checkTree(t, r, t1, c1, "")
 
 	srv.stop()
-	r.write("hardware/rack-a/node-1.cue", "changed\n")
-	c2 := r.commit("second")
+	r.Write("hardware/rack-a/node-1.cue", "changed\n")
+	c2 := r.Commit("second")
 	tree, err := g.Sync(context.Background(), t1)
 	if err == nil {
 		t.Fatalf("sync with the remote down: got revision %s, want an error", tree.Revision)
@@ -346,10 +347,10 @@ func TestGitRemoteDown(t *testing.T) {
 
 func TestGitBasicAuth(t *testing.T) {
 	t.Parallel()
-	r := newRepo(t, "main")
-	writeFleet(t, r.dir)
-	c1 := r.commit("first")
-	srv := newGitServer(t, filepath.Dir(r.dir), func(h http.Handler) http.Handler {
+	r := gittest.New(t, "main")
+	writeFleet(t, r.Dir)
+	c1 := r.Commit("first")
+	srv := newGitServer(t, filepath.Dir(r.Dir), func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			if u, p, ok := req.BasicAuth(); !ok || u != "fleet" || p != "s3cret" {
 				w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
@@ -359,7 +360,7 @@ func TestGitBasicAuth(t *testing.T) {
 			h.ServeHTTP(w, req)
 		})
 	})
-	url := srv.url(filepath.Base(r.dir))
+	url := srv.url(filepath.Base(r.Dir))
 
 	g := newGitOK(t, GitConfig{URL: url, Dir: t.TempDir()})
 	if _, err := g.Sync(context.Background(), nil); err == nil {
@@ -377,11 +378,11 @@ func TestGitBasicAuth(t *testing.T) {
 
 func TestGitRestartReusesClone(t *testing.T) {
 	t.Parallel()
-	r := newRepo(t, "main")
-	writeFleet(t, r.dir)
-	c1 := r.commit("first")
+	r := gittest.New(t, "main")
+	writeFleet(t, r.Dir)
+	c1 := r.Commit("first")
 	clone := filepath.Join(t.TempDir(), "state", "repo")
-	g := newGitOK(t, GitConfig{URL: "file://" + r.dir, Dir: clone})
+	g := newGitOK(t, GitConfig{URL: "file://" + r.Dir, Dir: clone})
 	syncOK(t, g, nil)
 	if err := g.Close(); err != nil {
 		t.Fatal(err)
@@ -389,30 +390,30 @@ func TestGitRestartReusesClone(t *testing.T) {
 
 	// With the remote gone, a restart pinned to a synced commit needs
 	// nothing from it.
-	moved := r.dir + ".moved"
-	if err := os.Rename(r.dir, moved); err != nil {
+	moved := r.Dir + ".moved"
+	if err := os.Rename(r.Dir, moved); err != nil {
 		t.Fatal(err)
 	}
-	g = newGitOK(t, GitConfig{URL: "file://" + r.dir, Ref: c1, Dir: clone})
+	g = newGitOK(t, GitConfig{URL: "file://" + r.Dir, Ref: c1, Dir: clone})
 	if tree := syncOK(t, g, nil); tree.Revision != c1 {
 		t.Errorf("restart from the clone: got %s, want %s", tree.Revision, c1)
 	}
-	g = newGitOK(t, GitConfig{URL: "file://" + r.dir, Dir: clone})
+	g = newGitOK(t, GitConfig{URL: "file://" + r.Dir, Dir: clone})
 	if _, err := g.Sync(context.Background(), nil); err == nil {
 		t.Error("sync of a branch with the remote gone: got no error")
 	}
-	if err := os.Rename(moved, r.dir); err != nil {
+	if err := os.Rename(moved, r.Dir); err != nil {
 		t.Fatal(err)
 	}
-	r.write("gitmetal.cue", "settings: site: \"dc3\"\n")
-	c2 := r.commit("second")
+	r.Write("gitmetal.cue", "settings: site: \"dc3\"\n")
+	c2 := r.Commit("second")
 	checkTree(t, r, syncOK(t, g, nil), c2, "")
 
 	// A clone directory that is not empty and not a repository is refused,
 	// not wiped.
 	other := t.TempDir()
-	writeFile(t, filepath.Join(other, "precious.txt"), "keep me\n")
-	g = newGitOK(t, GitConfig{URL: "file://" + r.dir, Dir: other})
+	gittest.WriteFile(t, filepath.Join(other, "precious.txt"), "keep me\n")
+	g = newGitOK(t, GitConfig{URL: "file://" + r.Dir, Dir: other})
 	if _, err := g.Sync(context.Background(), nil); err == nil {
 		t.Error("sync into a foreign directory: got no error")
 	}
@@ -423,10 +424,10 @@ func TestGitRestartReusesClone(t *testing.T) {
 
 func TestGitNotifyLocal(t *testing.T) {
 	t.Parallel()
-	r := newRepo(t, "main")
-	writeFleet(t, r.dir)
-	r.commit("first")
-	g := newGitOK(t, GitConfig{URL: r.dir})
+	r := gittest.New(t, "main")
+	writeFleet(t, r.Dir)
+	r.Commit("first")
+	g := newGitOK(t, GitConfig{URL: r.Dir})
 	if g.Notify() == nil {
 		t.Fatal("Notify of a local repository: got nil")
 	}
@@ -436,18 +437,18 @@ func TestGitNotifyLocal(t *testing.T) {
 		do   func() string
 	}{
 		{"commit", func() string {
-			r.write("hardware/rack-a/node-1.cue", "changed\n")
-			return r.commit("second")
+			r.Write("hardware/rack-a/node-1.cue", "changed\n")
+			return r.Commit("second")
 		}},
 		{"new branch checked out", func() string {
-			r.git("checkout", "-q", "-b", "feature/x")
-			r.write("hardware/rack-a/node-9.cue", "new\n")
-			return r.commit("on a branch")
+			r.Git("checkout", "-q", "-b", "feature/x")
+			r.Write("hardware/rack-a/node-9.cue", "new\n")
+			return r.Commit("on a branch")
 		}},
 		{"packed refs", func() string {
-			r.git("checkout", "-q", "main")
-			r.git("pack-refs", "--all")
-			return r.git("rev-parse", "HEAD")
+			r.Git("checkout", "-q", "main")
+			r.Git("pack-refs", "--all")
+			return r.Git("rev-parse", "HEAD")
 		}},
 	} {
 		// Drain a notification of an earlier step.
@@ -465,7 +466,7 @@ func TestGitNotifyLocal(t *testing.T) {
 		checkTree(t, r, t1, want, "")
 	}
 
-	cfg := GitConfig{URL: "file://" + r.dir, Dir: t.TempDir()}
+	cfg := GitConfig{URL: "file://" + r.Dir, Dir: t.TempDir()}
 	if n := newGitOK(t, cfg).Notify(); n != nil {
 		t.Error("Notify of a remote: got a channel, want nil")
 	}
@@ -473,42 +474,42 @@ func TestGitNotifyLocal(t *testing.T) {
 
 func TestGitLocalRepack(t *testing.T) {
 	t.Parallel()
-	r := newRepo(t, "main")
-	writeFleet(t, r.dir)
-	r.commit("first")
-	g := newGitOK(t, GitConfig{URL: r.dir})
+	r := gittest.New(t, "main")
+	writeFleet(t, r.Dir)
+	r.Commit("first")
+	g := newGitOK(t, GitConfig{URL: r.Dir})
 	t1 := syncOK(t, g, nil)
 
 	// Objects move into a pack go-git has not indexed yet, and the loose
 	// copies go.
-	r.write("hardware/rack-a/node-1.cue", "changed\n")
-	c2 := r.commit("second")
-	r.git("repack", "-a", "-d", "-q")
-	r.git("prune-packed")
+	r.Write("hardware/rack-a/node-1.cue", "changed\n")
+	c2 := r.Commit("second")
+	r.Git("repack", "-a", "-d", "-q")
+	r.Git("prune-packed")
 	checkFiles(t, t1)
 	t2 := syncOK(t, g, t1)
 	checkTree(t, r, t2, c2, "")
 	wantDiff(t, t2, []string{"hardware/rack-a/node-1.cue"}, nil)
 
-	r.write("hardware/rack-a/node-1.cue", "changed again\n")
-	c3 := r.commit("third")
-	r.git("gc", "-q", "--prune=now")
+	r.Write("hardware/rack-a/node-1.cue", "changed again\n")
+	c3 := r.Commit("third")
+	r.Git("gc", "-q", "--prune=now")
 	t3 := syncOK(t, g, t2)
 	checkTree(t, r, t3, c3, "")
 }
 
 func TestIsRepository(t *testing.T) {
 	t.Parallel()
-	r := newRepo(t, "main")
-	writeFleet(t, r.dir)
-	r.commit("first")
+	r := gittest.New(t, "main")
+	writeFleet(t, r.Dir)
+	r.Commit("first")
 	for _, tc := range []struct {
 		dir  string
 		want bool
 	}{
-		{r.dir, true},
-		{filepath.Join(r.dir, "hardware"), true},
-		{filepath.Join(r.dir, ".git"), true},
+		{r.Dir, true},
+		{filepath.Join(r.Dir, "hardware"), true},
+		{filepath.Join(r.Dir, ".git"), true},
 		{t.TempDir(), false},
 		{filepath.Join(t.TempDir(), "missing"), false},
 	} {
@@ -520,7 +521,7 @@ func TestIsRepository(t *testing.T) {
 
 func TestGitConfigErrors(t *testing.T) {
 	t.Parallel()
-	r := newRepo(t, "main")
+	r := gittest.New(t, "main")
 	for _, tc := range []struct {
 		name string
 		cfg  GitConfig
@@ -528,7 +529,7 @@ func TestGitConfigErrors(t *testing.T) {
 		{"no URL", GitConfig{}},
 		{"remote without a clone directory", GitConfig{URL: "https://example.com/fleet.git"}},
 		{"local path that is no repository", GitConfig{URL: t.TempDir()}},
-		{"bad keyring", GitConfig{URL: r.dir, Keyring: "not a key"}},
+		{"bad keyring", GitConfig{URL: r.Dir, Keyring: "not a key"}},
 	} {
 		if g, err := NewGit(tc.cfg); err == nil {
 			g.Close()
@@ -539,18 +540,18 @@ func TestGitConfigErrors(t *testing.T) {
 
 func TestReadRevision(t *testing.T) {
 	t.Parallel()
-	r := newRepo(t, "main")
-	writeFleet(t, filepath.Join(r.dir, "fleet"))
-	c1 := r.commit("first")
-	r.git("tag", "-a", "v1", "-m", "one")
-	r.write("fleet/hardware/rack-a/node-1.cue", "changed\n")
-	c2 := r.commit("second")
-	r.write("fleet/hardware/rack-a/node-1.cue", "not committed\n")
+	r := gittest.New(t, "main")
+	writeFleet(t, filepath.Join(r.Dir, "fleet"))
+	c1 := r.Commit("first")
+	r.Git("tag", "-a", "v1", "-m", "one")
+	r.Write("fleet/hardware/rack-a/node-1.cue", "changed\n")
+	c2 := r.Commit("second")
+	r.Write("fleet/hardware/rack-a/node-1.cue", "not committed\n")
 
 	for _, tc := range []struct{ rev, want string }{
 		{"", c2}, {"HEAD", c2}, {"main", c2}, {"HEAD~1", c1}, {"v1", c1}, {c1, c1}, {c1[:10], c1},
 	} {
-		tree, err := ReadRevision(r.dir, tc.rev, "fleet")
+		tree, err := ReadRevision(r.Dir, tc.rev, "fleet")
 		if err != nil {
 			t.Errorf("ReadRevision(%q): %v", tc.rev, err)
 			continue
@@ -561,21 +562,21 @@ func TestReadRevision(t *testing.T) {
 		}
 		wantDiff(t, tree, sortedKeys(tree.Files), nil)
 	}
-	if _, err := ReadRevision(r.dir, "nope", ""); err == nil {
+	if _, err := ReadRevision(r.Dir, "nope", ""); err == nil {
 		t.Error("ReadRevision of an unknown revision: got no error")
 	}
 
-	wt, err := ReadWorkTree(r.dir, "fleet")
+	wt, err := ReadWorkTree(r.Dir, "fleet")
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkFiles(t, wt)
-	want := r.lsTree(c2, "fleet")
-	want["hardware/rack-a/node-1.cue"] = r.git("hash-object", "fleet/hardware/rack-a/node-1.cue")
+	want := lsTree(r, c2, "fleet")
+	want["hardware/rack-a/node-1.cue"] = r.Git("hash-object", "fleet/hardware/rack-a/node-1.cue")
 	if diff := cmp.Diff(want, blobs(wt)); diff != "" {
 		t.Errorf("work tree (-want +got):\n%s", diff)
 	}
-	d, err := NewDir(DirConfig{Path: filepath.Join(r.dir, "fleet")})
+	d, err := NewDir(DirConfig{Path: filepath.Join(r.Dir, "fleet")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,14 +1,11 @@
 package source
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
 	"net/http"
 	"net/http/cgi"
-	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
@@ -18,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gitmetal/gitmetal/schema"
+	"github.com/gitmetal/gitmetal/test/gittest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -27,83 +25,11 @@ var (
 	_ Source = (*Dir)(nil)
 )
 
-// needTool returns the path of a program the test needs, skipping the test
-// when it is missing, or failing it when CI=true.
-func needTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required: %v", name, err)
-		}
-		t.Skipf("%s not found: %v", name, err)
-	}
-	return p
-}
-
-// gitEnv isolates the git CLI from the user's configuration.
-func gitEnv(extra ...string) []string {
-	return append(append(os.Environ(),
-		"GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1",
-		"GIT_AUTHOR_NAME=Test Author", "GIT_AUTHOR_EMAIL=author@example.com",
-		"GIT_COMMITTER_NAME=Test Committer", "GIT_COMMITTER_EMAIL=committer@example.com",
-	), extra...)
-}
-
-// gitRepo is a working tree made with the git CLI.
-type gitRepo struct {
-	t   testing.TB
-	dir string
-	env []string
-}
-
-func newRepo(t testing.TB, branch string) *gitRepo {
-	t.Helper()
-	needTool(t, "git")
-	r := &gitRepo{t: t, dir: t.TempDir(), env: gitEnv()}
-	r.git("init", "-q", "-b", branch)
-	return r
-}
-
-func (r *gitRepo) git(args ...string) string {
-	r.t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir = r.dir
-	cmd.Env = r.env
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		r.t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, stderr.Bytes())
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func (r *gitRepo) write(p, content string) {
-	r.t.Helper()
-	writeFile(r.t, filepath.Join(r.dir, p), content)
-}
-
-func (r *gitRepo) remove(p string) {
-	r.t.Helper()
-	if err := os.RemoveAll(filepath.Join(r.dir, p)); err != nil {
-		r.t.Fatal(err)
-	}
-}
-
-// commit commits everything and returns the commit hash.
-func (r *gitRepo) commit(msg string, args ...string) string {
-	r.t.Helper()
-	r.git("add", "-A")
-	r.git(append([]string{"commit", "-q", "--allow-empty", "-m", msg}, args...)...)
-	return r.git("rev-parse", "HEAD")
-}
-
-// lsTree returns what git says the fleet at rev under subdir is: path
+// lsTree returns what git says the fleet of r at rev under subdir is: path
 // (relative to subdir) → blob, for the files the loader reads.
-func (r *gitRepo) lsTree(rev, subdir string) map[string]string {
-	r.t.Helper()
-	out := r.git("ls-tree", "-r", "--full-tree", rev)
+func lsTree(r *gittest.Repo, rev, subdir string) map[string]string {
+	r.T.Helper()
+	out := r.Git("ls-tree", "-r", "--full-tree", rev)
 	m := map[string]string{}
 	for line := range strings.Lines(out) {
 		meta, p, ok := strings.Cut(strings.TrimSuffix(line, "\n"), "\t")
@@ -122,16 +48,6 @@ func (r *gitRepo) lsTree(rev, subdir string) map[string]string {
 		}
 	}
 	return m
-}
-
-func writeFile(t testing.TB, p, content string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // blobs returns a tree's path → blob map.
@@ -199,7 +115,7 @@ func fleetFiles() map[string]string {
 func writeFleet(t testing.TB, dir string) {
 	t.Helper()
 	for p, c := range fleetFiles() {
-		writeFile(t, filepath.Join(dir, p), c)
+		gittest.WriteFile(t, filepath.Join(dir, p), c)
 	}
 }
 
@@ -217,21 +133,8 @@ type gitServer struct {
 
 func newGitServer(t testing.TB, root string, wrap func(http.Handler) http.Handler) *gitServer {
 	t.Helper()
-	needTool(t, "git")
-	out, err := exec.Command("git", "--exec-path").Output()
-	if err != nil {
-		t.Fatalf("git --exec-path: %v", err)
-	}
-	execPath := strings.TrimSpace(string(out))
-	backend := filepath.Join(execPath, "git-http-backend")
-	if _, err := os.Stat(backend); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("git-http-backend is required: %v", err)
-		}
-		t.Skipf("git-http-backend not found: %v", err)
-	}
 	var h http.Handler = &cgi.Handler{
-		Path: backend,
+		Path: gittest.NeedGitTool(t, "git-http-backend"),
 		Env: []string{
 			"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1",
 			"GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1",

@@ -23,12 +23,36 @@ func NeedTool(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required: %v", name, err)
-		}
-		t.Skipf("%s not found: %v", name, err)
+		missing(t, name, err)
 	}
 	return p
+}
+
+// NeedGitTool returns the path of a program of git's own, in its exec path
+// (git-http-backend, say), that the test needs. A missing program skips
+// the test, or fails it when CI=true.
+func NeedGitTool(t testing.TB, name string) string {
+	t.Helper()
+	NeedTool(t, "git")
+	out, err := exec.Command("git", "--exec-path").Output()
+	if err != nil {
+		t.Fatalf("git --exec-path: %v", err)
+	}
+	p := filepath.Join(strings.TrimSpace(string(out)), name)
+	if _, err := os.Stat(p); err != nil {
+		missing(t, name, err)
+	}
+	return p
+}
+
+// missing skips the test for want of the program name, or fails it when
+// CI=true.
+func missing(t testing.TB, name string, err error) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is required: %v", name, err)
+	}
+	t.Skipf("%s not found: %v", name, err)
 }
 
 // Env is the environment git runs in: the test's own, without the user's
@@ -145,12 +169,26 @@ func (r *Repo) CommitSigned(k *GPG, key, msg string) string {
 	if key == "" {
 		return r.Commit(msg)
 	}
+	defer r.signWith(k, key)()
+	return r.Commit(msg, "-S")
+}
+
+// GitSigned runs git like Git, with key of k as the signing key: what the
+// arguments sign (git merge -S, git tag -s) is signed by it.
+func (r *Repo) GitSigned(k *GPG, key string, args ...string) string {
+	r.T.Helper()
+	defer r.signWith(k, key)()
+	return r.Git(args...)
+}
+
+// signWith makes git sign with key of k, until the function it returns
+// puts the environment back.
+func (r *Repo) signWith(k *GPG, key string) (restore func()) {
 	env := r.env
 	r.env = append(Env("GNUPGHOME="+k.Home), "GIT_CONFIG_COUNT=2",
 		"GIT_CONFIG_KEY_0=gpg.program", "GIT_CONFIG_VALUE_0=gpg",
 		"GIT_CONFIG_KEY_1=user.signingkey", "GIT_CONFIG_VALUE_1="+key)
-	defer func() { r.env = env }()
-	return r.Commit(msg, "-S")
+	return func() { r.env = env }
 }
 
 // WriteFile writes a file, making its directories.
