@@ -209,8 +209,14 @@ func Listen(addr string) (*net.UDPConn, error) {
 // interface on conn. pin/tftp answers from that address and caps blksize
 // by that interface's MTU; it sets the option itself in Serve, but a
 // request that arrives before then is held to 512-byte blocks. Call it
-// right after opening a socket by other means (in a network namespace,
-// say) and before handing it to Serve.
+// right after opening a socket by other means and before handing it to
+// Serve.
+//
+// A socket opened in another network namespace than the process's is not
+// enough: pin/tftp opens a new socket per transfer, on whatever thread runs
+// it, so every transfer would bind in the process's own namespace and
+// fail. Run the server in a process inside the namespace (`ip netns exec`)
+// instead.
 func PacketInfo(conn *net.UDPConn) error {
 	var err error
 	// The same rule pin/tftp uses to pick the address family.
@@ -383,6 +389,13 @@ func (h hook) OnSuccess(st pintftp.TransferStats) {
 func (h hook) OnFailure(st pintftp.TransferStats, err error) {
 	switch {
 	case st.Filename == "":
+		var opErr *net.OpError
+		if errors.As(err, &opErr) {
+			// The transfer's socket could not be made: the server is
+			// broken, not the client.
+			h.s.log.Warn().Err(err).Str("remote", st.RemoteAddr.String()).Msg("tftp transfer could not start")
+			return
+		}
 		// A packet that is not a valid request: pin/tftp drops it.
 		h.s.log.Debug().Err(err).Msg("tftp bad packet")
 		return
