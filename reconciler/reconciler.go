@@ -26,7 +26,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -213,6 +215,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		r.cacheSaved = r.cfg.Loader.Stats().Evaluated
 	}
 	defer r.saveCache(true)
+	r.resume()
 
 	backoff := time.Duration(0)
 	timer := time.NewTimer(0)
@@ -326,10 +329,58 @@ func (r *Reconciler) Reconcile(ctx context.Context) error {
 		Int("hardwareChanged", res.Hardware.Added+res.Hardware.Changed+res.Hardware.Removed).
 		Msg("revision applied")
 
-	// Step 4: remember the validation cache for the next start, at most
-	// once a minute while running (it is also saved when Run ends).
+	// Step 4: remember the applied revision and, at most once a minute
+	// while running, the validation cache for the next start (the cache is
+	// also saved when Run ends).
+	r.saveApplied(tree.Revision)
 	r.saveCache(false)
 	return nil
+}
+
+func (r *Reconciler) appliedPath() string {
+	if r.cfg.StateDir == "" {
+		return ""
+	}
+	return filepath.Join(r.cfg.StateDir, "applied-revision")
+}
+
+// saveApplied writes the applied revision to the state dir (atomically),
+// so that after a restart the signature check covers every commit since,
+// not only the head.
+func (r *Reconciler) saveApplied(rev string) {
+	p := r.appliedPath()
+	if p == "" {
+		return
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(rev+"\n"), 0o644); err != nil {
+		r.log.Warn().Err(err).Msg("applied revision not saved")
+		return
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		r.log.Warn().Err(err).Msg("applied revision not saved")
+	}
+}
+
+// resume starts a git source from the revision applied before a restart:
+// the first sync then checks the signatures of every commit since it, and
+// still loads the whole tree (the desired state is rebuilt from git).
+func (r *Reconciler) resume() {
+	if _, ok := r.cfg.Source.(*source.Git); !ok {
+		return
+	}
+	p := r.appliedPath()
+	if p == "" {
+		return
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return
+	}
+	if rev := strings.TrimSpace(string(b)); rev != "" {
+		r.tree = &source.Tree{Revision: rev}
+		r.log.Info().Str("revision", rev).Msg("resuming after the revision applied before the restart")
+	}
 }
 
 // load validates tree. When the loader's last fleet came from prev, only

@@ -304,3 +304,49 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestSignatureCheckSurvivesRestart: an unsigned commit that arrived while
+// the daemon was down is refused after the restart, even under a signed
+// head: the check resumes from the revision applied before.
+func TestSignatureCheckSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	k := gittest.NewGPG(t)
+	key := k.NewKey("Fleet Admin <admin@example.com>")
+	repo := gittest.New(t, "main")
+	repo.CopyDir(exampleFleet, "")
+	signed := repo.CommitSigned(k, key, "signed fleet")
+	state := t.TempDir()
+	open := func() source.Source {
+		g, err := source.NewGit(source.GitConfig{URL: repo.Dir, Dir: filepath.Join(state, "repo"), Keyring: k.Armored(key)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	run := func(h *harness, until func(Status) bool) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- h.rec.Run(ctx) }()
+		waitFor(t, func() bool { return until(h.rec.Status()) })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	h1 := newHarness(t, open(), state)
+	run(h1, func(s Status) bool { return s.AppliedRevision == signed })
+
+	// While the daemon is down: an unsigned commit, then a signed one.
+	repo.Replace("hardware/rack-a/web-01.cue", `ip: "10.20.0.21/24"`, `ip: "10.20.0.121/24"`)
+	unsigned := repo.Commit("not signed")
+	repo.Replace("hardware/rack-a/web-01.cue", `ip: "10.20.0.121/24"`, `ip: "10.20.0.122/24"`)
+	head := repo.CommitSigned(k, key, "signed on top")
+
+	h2 := newHarness(t, open(), state)
+	run(h2, func(s Status) bool { return s.AttemptedRevision == head })
+	s := h2.rec.Status()
+	if s.AppliedRevision != "" || len(s.Errors) != 1 || !strings.Contains(s.Errors[0].Message, unsigned) {
+		t.Errorf("after the restart: applied %q, errors %+v; want nothing applied and the unsigned %s named", s.AppliedRevision, s.Errors, unsigned)
+	}
+}
