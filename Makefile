@@ -9,7 +9,13 @@ FUZZTIME  ?= 10s
 IPXE_CACHE ?= .cache/ipxe
 IPXE_DIR   ?= $(IPXE_CACHE)/bin
 
-.PHONY: help build run test vet fmt-check lint fuzz bench clean ipxe
+INSTALLER_DIR        ?= installer
+INSTALLER_MODULES    ?=
+INSTALLER_FIRMWARE   ?=
+INSTALLER_KERNEL_ABI ?=
+INSTALLER_BUSYBOX    ?=
+
+.PHONY: help build run test vet fmt-check lint fuzz bench clean ipxe installer
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -62,6 +68,11 @@ $(IPXE_DIR)/ipxe.efi:
 		cp $(IPXE_CACHE)/deb/root/usr/lib/ipxe/undionly.kpxe $(IPXE_CACHE)/deb/root/usr/lib/ipxe/snponly.efi $(IPXE_DIR)/ && \
 		cp $(IPXE_CACHE)/deb/root/boot/ipxe.efi $(IPXE_DIR)/ipxe.efi; \
 	fi
+
+installer: ## build installer/vmlinuz and installer/initramfs.cpio.gz (drivers: see installer/README.md)
+	$(GO) run ./agent/initramfs/build -out $(INSTALLER_DIR) \
+		-modules "$(INSTALLER_MODULES)" -firmware "$(INSTALLER_FIRMWARE)" \
+		$(if $(INSTALLER_KERNEL_ABI),-abi $(INSTALLER_KERNEL_ABI)) $(if $(filter 1 yes true,$(INSTALLER_BUSYBOX)),-busybox)
 
 clean:
 	rm -rf bin $(STATE_DIR)

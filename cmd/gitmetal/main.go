@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/gitmetal/gitmetal/agent"
+	"github.com/gitmetal/gitmetal/agent/pid1"
 	"github.com/gitmetal/gitmetal/boot/dhcp"
 	"github.com/gitmetal/gitmetal/boot/ipxe"
 	"github.com/gitmetal/gitmetal/hegel"
@@ -49,6 +50,11 @@ func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 func main() {
+	if os.Getpid() == 1 {
+		// The installer's /init: set the machine up and keep the agent
+		// running. Never returns.
+		pid1.Main(pid1.Config{Version: version()})
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

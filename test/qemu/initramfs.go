@@ -2,16 +2,15 @@ package qemu
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
+
+	"github.com/gitmetal/gitmetal/agent/initramfs"
 )
 
 // DefaultMarker starts every line the test init prints on the serial
@@ -83,20 +82,20 @@ func BuildImage(ctx context.Context, cfg ImageConfig) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	var files []cpioFile
+	var files []initramfs.File
 	add := func(name string, mode uint32, data []byte) {
-		files = append(files, cpioFile{name: name, mode: mode, data: data})
+		files = append(files, initramfs.File{Name: name, Mode: mode, Data: data})
 	}
 	for _, d := range []string{"bin", "dev", "etc", "lib", "lib/modules", "proc", "sys", "tmp"} {
-		add(d, modeDir|0o755, nil)
+		add(d, initramfs.ModeDir|0o755, nil)
 	}
 	// The kernel opens /dev/console for init before devtmpfs is mounted.
-	files = append(files, cpioFile{name: "dev/console", mode: modeChar | 0o600, rdevMajor: 5, rdevMinor: 1})
+	files = append(files, initramfs.File{Name: "dev/console", Mode: initramfs.ModeChar | 0o600, RdevMajor: 5, RdevMinor: 1})
 	b, err := os.ReadFile(bb)
 	if err != nil {
 		return nil, err
 	}
-	add("bin/busybox", modeFile|0o755, b)
+	add("bin/busybox", initramfs.ModeFile|0o755, b)
 	var load []string
 	for _, m := range mods {
 		b, err := os.ReadFile(filepath.Join(k.ModulesDir, m))
@@ -104,52 +103,31 @@ func BuildImage(ctx context.Context, cfg ImageConfig) (*Image, error) {
 			return nil, err
 		}
 		name := filepath.Base(m)
-		add("lib/modules/"+name, modeFile|0o644, b)
+		add("lib/modules/"+name, initramfs.ModeFile|0o644, b)
 		load = append(load, name)
 	}
-	add("init", modeFile|0o755, []byte(initScript(cfg, load)))
-	add("etc/udhcpc.script", modeFile|0o755, []byte(udhcpcScript))
+	add("init", initramfs.ModeFile|0o755, []byte(initScript(cfg, load)))
+	add("etc/udhcpc.script", initramfs.ModeFile|0o755, []byte(udhcpcScript))
 
 	var raw bytes.Buffer
-	if err := writeCPIO(&raw, files); err != nil {
+	if err := initramfs.WriteCPIO(&raw, files); err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(raw.Bytes())
 	dst := filepath.Join(cfg.CacheDir, "initramfs", "initramfs-"+hex.EncodeToString(sum[:8])+".cpio.gz")
 	if _, err := os.Stat(dst); err != nil {
-		if err := writeGzipAtomic(dst, raw.Bytes()); err != nil {
+		var gz bytes.Buffer
+		if err := initramfs.Gzip(&gz, raw.Bytes()); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return nil, err
+		}
+		if err := initramfs.WriteFileAtomic(dst, gz.Bytes()); err != nil {
 			return nil, err
 		}
 	}
 	return &Image{Kernel: k.Vmlinuz, Initrd: dst, ABI: k.ABI, Marker: cfg.Marker}, nil
-}
-
-func writeGzipAtomic(dst string, raw []byte) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(dst), ".initramfs-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	zw, _ := gzip.NewWriterLevel(f, gzip.BestSpeed)
-	if _, err := zw.Write(raw); err != nil {
-		f.Close()
-		return err
-	}
-	if err := zw.Close(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), dst)
 }
 
 // initScript is the test init: mount, load the NIC modules, optionally
@@ -215,56 +193,3 @@ case "$1" in
 esac
 exit 0
 `
-
-// cpio newc ("070701") archives, the format the kernel unpacks.
-const (
-	modeFile = 0o100000
-	modeDir  = 0o040000
-	modeChar = 0o020000
-)
-
-type cpioFile struct {
-	name                 string
-	mode                 uint32
-	data                 []byte
-	rdevMajor, rdevMinor uint32
-}
-
-// writeCPIO writes files (sorted by name, so parents come first) with
-// fixed owners and times, so equal inputs give equal bytes.
-func writeCPIO(w io.Writer, files []cpioFile) error {
-	sorted := append([]cpioFile(nil), files...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].name < sorted[j].name })
-	ino := uint32(1)
-	for _, f := range sorted {
-		if err := writeEntry(w, ino, f); err != nil {
-			return err
-		}
-		ino++
-	}
-	return writeEntry(w, 0, cpioFile{name: "TRAILER!!!"})
-}
-
-func writeEntry(w io.Writer, ino uint32, f cpioFile) error {
-	nlink := uint32(1)
-	if f.mode&modeDir != 0 {
-		nlink = 2
-	}
-	hdr := fmt.Sprintf("070701%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x",
-		ino, f.mode, 0, 0, nlink, 0, len(f.data), 0, 0, f.rdevMajor, f.rdevMinor, len(f.name)+1, 0)
-	var b bytes.Buffer
-	b.WriteString(hdr)
-	b.WriteString(f.name)
-	b.WriteByte(0)
-	pad4(&b)
-	b.Write(f.data)
-	pad4(&b)
-	_, err := w.Write(b.Bytes())
-	return err
-}
-
-func pad4(b *bytes.Buffer) {
-	for b.Len()%4 != 0 {
-		b.WriteByte(0)
-	}
-}

@@ -1,104 +1,13 @@
 package qemu
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/google/go-cmp/cmp"
-
-	"github.com/gitmetal/gitmetal/test/gittest"
 )
-
-// TestCPIOUnpacks writes an archive and unpacks it with busybox cpio.
-func TestCPIOUnpacks(t *testing.T) {
-	t.Parallel()
-	bb := gittest.NeedTool(t, "busybox")
-	files := []cpioFile{
-		{name: "bin", mode: modeDir | 0o755},
-		{name: "bin/tool", mode: modeFile | 0o755, data: []byte("#!/bin/sh\necho hi\n")},
-		{name: "etc", mode: modeDir | 0o755},
-		{name: "etc/odd-size", mode: modeFile | 0o644, data: bytes.Repeat([]byte{7}, 4099)},
-		{name: "empty", mode: modeFile | 0o600},
-	}
-	var a, b bytes.Buffer
-	if err := writeCPIO(&a, files); err != nil {
-		t.Fatal(err)
-	}
-	slices.Reverse(files)
-	if err := writeCPIO(&b, files); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(a.Bytes(), b.Bytes()) {
-		t.Error("the same files in another order gave another archive")
-	}
-	dir := t.TempDir()
-	cmd := exec.Command(bb, "cpio", "-i", "-d")
-	cmd.Dir = dir
-	cmd.Stdin = &a
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("busybox cpio -i: %v\n%s", err, out)
-	}
-	for _, f := range files {
-		p := filepath.Join(dir, f.name)
-		st, err := os.Stat(p)
-		if err != nil {
-			t.Errorf("%s: %v", f.name, err)
-			continue
-		}
-		if got, want := uint32(st.Mode().Perm()), f.mode&0o777; got != want {
-			t.Errorf("%s: got mode %o, want %o", f.name, got, want)
-		}
-		if f.mode&modeFile != 0 {
-			got, _ := os.ReadFile(p)
-			if !bytes.Equal(got, f.data) {
-				t.Errorf("%s: got %d bytes, want %d", f.name, len(got), len(f.data))
-			}
-		}
-	}
-}
-
-func TestModuleOrder(t *testing.T) {
-	t.Parallel()
-	deps := map[string][]string{
-		"virtio_net":   {"net_failover", "virtio", "virtio_ring"},
-		"net_failover": {"failover"},
-		"virtio_pci":   {"virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio", "virtio_ring"},
-		"loop_a":       {"loop_b"},
-		"loop_b":       {"loop_a"},
-	}
-	paths := map[string]string{}
-	for _, n := range []string{"virtio_net", "net_failover", "failover", "virtio_pci", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "e1000", "loop_a", "loop_b"} {
-		paths[n] = "kernel/" + n + ".ko"
-	}
-	paths["zstd"] = "kernel/zstd.ko.zst"
-	builtin := map[string]bool{"virtio": true, "virtio_ring": true}
-	lookup := func(n string) ([]string, error) { return deps[n], nil }
-	got, err := moduleOrder([]string{"virtio_pci", "virtio-net", "e1000"}, paths, builtin, lookup)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{
-		"kernel/virtio_pci_legacy_dev.ko", "kernel/virtio_pci_modern_dev.ko", "kernel/virtio_pci.ko",
-		"kernel/failover.ko", "kernel/net_failover.ko", "kernel/virtio_net.ko", "kernel/e1000.ko",
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("module order (-want +got):\n%s", diff)
-	}
-	for _, names := range [][]string{{"nosuch"}, {"loop_a"}, {"zstd"}} {
-		if _, err := moduleOrder(names, paths, builtin, lookup); err == nil {
-			t.Errorf("%v: got no error", names)
-		}
-	}
-}
 
 func TestArgs(t *testing.T) {
 	t.Parallel()
