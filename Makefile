@@ -15,7 +15,7 @@ INSTALLER_FIRMWARE   ?=
 INSTALLER_KERNEL_ABI ?=
 INSTALLER_BUSYBOX    ?=
 
-.PHONY: help build run test vet fmt-check lint fuzz bench clean ipxe installer
+.PHONY: help build run test vet fmt-check lint fuzz bench clean ipxe installer e2e demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -73,6 +73,12 @@ installer: ## build installer/vmlinuz and installer/initramfs.cpio.gz (drivers: 
 	$(GO) run ./agent/initramfs/build -out $(INSTALLER_DIR) \
 		-modules "$(INSTALLER_MODULES)" -firmware "$(INSTALLER_FIRMWARE)" \
 		$(if $(INSTALLER_KERNEL_ABI),-abi $(INSTALLER_KERNEL_ABI)) $(if $(filter 1 yes true,$(INSTALLER_BUSYBOX)),-busybox)
+
+e2e: ipxe installer ## the story end to end: BIOS and UEFI VMs provisioned from git commits (root; ~5 min)
+	GITMETAL_E2E=1 $(GO) test -count=1 -timeout 30m -v -run '^TestE2E$$' ./test/e2e/
+
+demo: ipxe installer ## one VM provisioned from a local git repository, left running to watch (Ctrl-C ends it)
+	GITMETAL_DEMO=1 $(GO) test -count=1 -timeout 0 -v -run '^TestDemo$$' ./test/e2e/
 
 clean:
 	rm -rf bin $(STATE_DIR)

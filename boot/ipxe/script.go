@@ -52,12 +52,13 @@ func header(in scriptInput) string {
 		oneLine(in.Revision), oneLine(in.Hardware), in.MAC, oneLine(in.Reason))
 }
 
-// localDiskScript exits iPXE. On BIOS the firmware then tries its next boot
-// device; on UEFI the boot manager takes its next boot option. This is
-// Tinkerbell's choice too: iPXE's "sanboot --drive 0x80" works on BIOS
-// only.
+// localDiskScript exits iPXE with a failure. On BIOS the firmware then
+// tries its next boot device; on UEFI the boot manager takes its next boot
+// option — only after a failure: EDK2 treats a boot option that returns
+// success as done and opens its setup menu (the e2e test caught this).
+// iPXE's "sanboot --drive 0x80" would work on BIOS only.
 func localDiskScript(in scriptInput) string {
-	return header(in) + fmt.Sprintf("echo gitmetal: %s: booting from the local disk\nexit\n", oneLine(in.Reason))
+	return header(in) + fmt.Sprintf("echo gitmetal: %s: booting from the local disk\nexit 1\n", oneLine(in.Reason))
 }
 
 // misconfiguredScript tells the console why the installer cannot be booted
@@ -85,7 +86,7 @@ func chainScript(in scriptInput, target string) string {
 	b.WriteString(header(in))
 	writeRetry(&b, "chain", "chain --autofree "+target, "done", "the script at "+target)
 	// A chained script that returns without booting anything: local disk.
-	b.WriteString(":done\nexit\n")
+	b.WriteString(":done\nexit 1\n")
 	writeFailed(&b)
 	return b.String()
 }

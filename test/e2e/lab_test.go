@@ -1,0 +1,292 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gitmetal/gitmetal/test/e2e/diskimage"
+	"github.com/gitmetal/gitmetal/test/netlab"
+	"github.com/gitmetal/gitmetal/test/qemu"
+)
+
+// Lab-wide names and bounds.
+const (
+	// bridge and tap live in the lab's own namespace: fixed names cannot
+	// clash with anything.
+	bridge = "br0"
+	tap    = "tap0"
+	// apiPort is the daemon's HTTP port (API, agent protocol, iPXE
+	// scripts, installer) on the server's address.
+	apiPort = 8080
+	// setupTimeout bounds one step of setting up or of waiting for the
+	// daemon (a build, a revision applied, a run derived): generous for
+	// a loaded two-core machine.
+	setupTimeout = 3 * time.Minute
+	// bootTimeout bounds one boot of the VM, power-on to power-off.
+	bootTimeout = qemu.DefaultTimeout
+)
+
+// vmCase is one firmware's story: its machine and its lab subnet.
+type vmCase struct {
+	name   string // hardware name and host name
+	mac    string
+	subnet byte // the lab is 10.78.<subnet>.0/24
+	fw     qemu.Firmware
+}
+
+func (c vmCase) serverIP() netip.Addr  { return netip.AddrFrom4([4]byte{10, 78, c.subnet, 1}) }
+func (c vmCase) machineIP() netip.Addr { return netip.AddrFrom4([4]byte{10, 78, c.subnet, 10}) }
+func (c vmCase) uefi() bool            { return c.fw == qemu.UEFI }
+
+// requireE2E fails the test, naming everything that is missing, unless
+// the machine can run the story. It skips only when the test was not asked
+// for (GITMETAL_E2E unset) or under -short.
+func requireE2E(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots VMs for many minutes (-short)")
+	}
+	if os.Getenv("GITMETAL_E2E") != "1" {
+		t.Skip("the end-to-end test boots VMs for up to 15 minutes: run it with `make e2e` (GITMETAL_E2E=1)")
+	}
+	requireLab(t)
+}
+
+// requireLab fails the test, naming everything that is missing, unless
+// the machine has what the lab, the VM and the OS images need.
+func requireLab(t *testing.T) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root (network namespaces, the tap device)")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		missing = append(missing, "/dev/net/tun (QEMU's tap): "+err.Error())
+	}
+	for _, tool := range []struct{ name, pkg string }{
+		{"ip", "iproute2"}, {"git", "git"}, {"go", "golang"},
+		{qemu.QEMUBinary, "qemu-system-x86"},
+		{"apt-get", "apt"}, {"dpkg", "dpkg"},
+	} {
+		if _, err := exec.LookPath(tool.name); err != nil {
+			missing = append(missing, fmt.Sprintf("%s (apt-get install -y %s)", tool.name, tool.pkg))
+		}
+	}
+	for _, f := range []struct{ path, pkg string }{
+		{qemu.OVMFCode, "ovmf"}, {qemu.OVMFVars, "ovmf"},
+		// The virtio NIC's default option ROM (iPXE), for the BIOS case.
+		{"/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu"},
+	} {
+		if _, err := os.Stat(f.path); err != nil {
+			missing = append(missing, fmt.Sprintf("%s (apt-get install -y %s)", f.path, f.pkg))
+		}
+	}
+	missing = append(missing, diskimage.Missing()...)
+	if len(missing) > 0 {
+		t.Fatalf("the end-to-end test cannot run here; missing:\n  %s", strings.Join(missing, "\n  "))
+	}
+}
+
+// moduleRoot is the directory of go.mod.
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			t.Fatalf("no go.mod above %s", wd)
+		}
+	}
+}
+
+// ipxeDir finds the iPXE binaries: `make ipxe`'s .cache/ipxe/bin, else
+// Debian's /usr/lib/ipxe.
+func ipxeDir(t *testing.T, root string) string {
+	t.Helper()
+	dirs := []string{filepath.Join(root, ".cache", "ipxe", "bin"), "/usr/lib/ipxe"}
+	for _, d := range dirs {
+		if st, err := os.Stat(filepath.Join(d, "ipxe.efi")); err == nil && st.Mode().IsRegular() {
+			return d
+		}
+	}
+	t.Fatalf("no ipxe.efi in %s (make ipxe, or apt-get install -y ipxe)", strings.Join(dirs, " or "))
+	return ""
+}
+
+// resultsDir makes the directory every log of the test goes to. It is
+// removed when the test passes (unless GITMETAL_E2E_KEEP=1) and kept, with
+// its path in the test log, when it fails. Register it first, so it is
+// cleaned up last.
+func resultsDir(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("GITMETAL_TEST_RESULTS")
+	if base == "" {
+		base = filepath.Join(os.TempDir(), "gitmetal-results")
+	}
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp(base, strings.ReplaceAll(t.Name(), "/", "_")+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("GITMETAL_E2E_KEEP") == "1" {
+			t.Logf("results kept in %s: serial consoles (boot-*/serial.log), daemon.log, state/ (journal %s), repo-log.txt",
+				dir, filepath.Join(dir, "state", "runner.db"))
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return dir
+}
+
+// lab is one case's network namespace: a bridge with the server's
+// address, a tap for QEMU on it, and the router advertisement responder.
+type lab struct {
+	c       vmCase
+	ns      *netlab.Netns
+	results string
+	ra      *raResponder
+	// client reaches addresses inside the namespace: its connections are
+	// made by sockets opened there.
+	client *http.Client
+}
+
+// newLab builds the namespace; everything in it goes at cleanup.
+func newLab(t *testing.T, c vmCase, results string) *lab {
+	t.Helper()
+	l := &lab{c: c, results: results}
+	l.ns = netlab.NewNetns(t, "e2e")
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	netlab.Must(t, l.ns.AddBridge(bridge))
+	netlab.Must(t, enableLinkLocalIPv6(ctx, l.ns, bridge))
+	netlab.Must(t, l.ns.AddAddr(bridge, c.serverIP().String()+"/24"))
+	netlab.Must(t, l.ns.AddTap(tap))
+	netlab.Must(t, l.ns.SetMaster(tap, bridge))
+
+	ra, err := newRAResponder(l.ns, bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.ra = ra
+	raCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ra.run(raCtx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("router advertisements: %v", err)
+		}
+	})
+
+	l.client = &http.Client{
+		Timeout: 60 * time.Second,
+		Transport: &http.Transport{
+			DialContext:       l.dial,
+			DisableKeepAlives: true,
+		},
+	}
+	return l
+}
+
+// dial opens a TCP connection from inside the namespace.
+func (l *lab) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := l.ns.Do(func() error {
+		var err error
+		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// imageServer serves the OS images over HTTP inside the namespace, as a
+// site's image mirror would, and records who fetched what.
+type imageServer struct {
+	base string // http://10.78.x.1:port
+	srv  *http.Server
+	mu   sync.Mutex
+	gets []imageGet
+}
+
+type imageGet struct {
+	Path, Remote, Range string
+	Status              int
+}
+
+// newImageServer serves files (URL path → file) on the server's address.
+func newImageServer(t *testing.T, l *lab, files map[string]string) *imageServer {
+	t.Helper()
+	ln, err := l.ns.Listen("tcp4", netip.AddrPortFrom(l.c.serverIP(), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &imageServer{base: "http://" + ln.Addr().String()}
+	mux := http.NewServeMux()
+	for p, file := range files {
+		mux.HandleFunc("GET "+p, func(w http.ResponseWriter, r *http.Request) {
+			rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+			http.ServeFile(rec, r, file) // Range support for image2disk's resume
+			host, _, _ := net.SplitHostPort(r.RemoteAddr)
+			s.mu.Lock()
+			s.gets = append(s.gets, imageGet{Path: r.URL.Path, Remote: host, Range: r.Header.Get("Range"), Status: rec.status})
+			s.mu.Unlock()
+		})
+	}
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- s.srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.srv.Shutdown(ctx)
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("image server: %v", err)
+		}
+	})
+	return s
+}
+
+// fetches returns the requests for path so far.
+func (s *imageServer) fetches(path string) []imageGet {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []imageGet
+	for _, g := range s.gets {
+		if g.Path == path {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
