@@ -163,7 +163,7 @@ type lab struct {
 	c       vmCase
 	ns      *netlab.Netns
 	results string
-	ra      *raResponder
+	ra      *netlab.RAResponder
 	// client reaches addresses inside the namespace: its connections are
 	// made by sockets opened there.
 	client *http.Client
@@ -177,19 +177,19 @@ func newLab(t *testing.T, c vmCase, results string) *lab {
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
 	netlab.Must(t, l.ns.AddBridge(bridge))
-	netlab.Must(t, enableLinkLocalIPv6(ctx, l.ns, bridge))
+	netlab.Must(t, netlab.EnableLinkLocalIPv6(ctx, l.ns, bridge))
 	netlab.Must(t, l.ns.AddAddr(bridge, c.serverIP().String()+"/24"))
 	netlab.Must(t, l.ns.AddTap(tap))
 	netlab.Must(t, l.ns.SetMaster(tap, bridge))
 
-	ra, err := newRAResponder(l.ns, bridge)
+	ra, err := netlab.NewRAResponder(l.ns, bridge)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.ra = ra
 	raCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ra.run(raCtx) }()
+	go func() { done <- ra.Run(raCtx) }()
 	t.Cleanup(func() {
 		stop()
 		if err := <-done; err != nil {

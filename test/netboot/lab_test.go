@@ -68,7 +68,7 @@ type lab struct {
 	run     *protocol.Run // the pending run the runner derived
 
 	runner *runner.Runner
-	ra     *raResponder
+	ra     *netlab.RAResponder
 	logs   *logSink // DHCP, HTTP, iPXE, runner
 	tftp   *logSink // the TFTP helper process's log
 	access *accessLog
@@ -280,7 +280,7 @@ func newLab(t *testing.T, c vmCase, img *qemu.Image) *lab {
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
 	netlab.Must(t, l.ns.AddBridge(bridge))
-	netlab.Must(t, enableLinkLocalIPv6(ctx, l.ns, bridge))
+	netlab.Must(t, netlab.EnableLinkLocalIPv6(ctx, l.ns, bridge))
 	netlab.Must(t, l.ns.AddAddr(bridge, c.serverIP().String()+"/24"))
 	netlab.Must(t, l.ns.AddTap(tap))
 	netlab.Must(t, l.ns.SetMaster(tap, bridge))
@@ -347,11 +347,11 @@ func newLab(t *testing.T, c vmCase, img *qemu.Image) *lab {
 		return err
 	}))
 	t.Cleanup(func() { dhcpSrv.Close() })
-	l.ra, err = newRAResponder(l.ns, bridge)
+	l.ra, err = netlab.NewRAResponder(l.ns, bridge)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.ra.conn.Close() })
+	t.Cleanup(func() { l.ra.Close() })
 
 	// The services, as cmd/gitmetal serve wires them.
 	ih, err := ipxe.New(ipxe.Config{
@@ -393,7 +393,7 @@ func newLab(t *testing.T, c vmCase, img *qemu.Image) *lab {
 		return httpSrv.Shutdown(sctx)
 	})
 	g.Go(func() error { return dhcpSrv.Run(gctx) })
-	g.Go(func() error { return l.ra.run(gctx) })
+	g.Go(func() error { return l.ra.Run(gctx) })
 	t.Cleanup(func() {
 		stop()
 		done := make(chan error, 1)
@@ -406,7 +406,7 @@ func newLab(t *testing.T, c vmCase, img *qemu.Image) *lab {
 		case <-time.After(2 * shutdownTimeout):
 			t.Errorf("lab services still running %s after the end of the test", 2*shutdownTimeout)
 		}
-		log.Info().Str("component", "test").Int64("routerAdvertisements", l.ra.answered.Load()).Msg("lab stopped")
+		log.Info().Str("component", "test").Int64("routerAdvertisements", l.ra.Answered()).Msg("lab stopped")
 	})
 
 	l.run = l.waitPendingRun(t)

@@ -159,7 +159,7 @@ func boot(t *testing.T, c vmCase, firmware []milestone) *lab {
 		"kind": "installer", "hardware": c.name, "mac": c.mac, "revision": revision}); len(got) == 0 {
 		t.Errorf("iPXE log has no installer script served to %s (%s) at revision %s", c.name, c.mac, revision)
 	}
-	t.Logf("router advertisements sent: %d", l.ra.answered.Load())
+	t.Logf("router advertisements sent: %d", l.ra.Answered())
 	return l
 }
 

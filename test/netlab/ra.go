@@ -1,4 +1,4 @@
-package netboot
+package netlab
 
 import (
 	"context"
@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/gitmetal/gitmetal/test/netlab"
 )
 
 // ICMPv6 message types (RFC 4861 §4.1, §4.2).
@@ -20,24 +18,29 @@ const (
 	routerAdvertisementBytes = 16
 )
 
-// raResponder answers IPv6 router solicitations on one interface with a
+// RAResponder answers IPv6 router solicitations on one interface with a
 // router advertisement that carries router lifetime 0, no flags and no
 // prefix (RFC 4861 §6.2.3): iPXE's IPv6 autoconfiguration then ends at
 // once instead of timing out after about 13 s, and no client gets an IPv6
 // default route or address from it.
-type raResponder struct {
-	conn    *net.IPConn
-	ifindex int
-	msg     []byte
-	// answered counts the advertisements sent.
+type RAResponder struct {
+	conn     *net.IPConn
+	ifindex  int
+	msg      []byte
 	answered atomic.Int64
 }
 
-// enableLinkLocalIPv6 turns IPv6 on for dev only (NewNetns turned it off
+// Answered is how many advertisements were sent.
+func (ra *RAResponder) Answered() int64 { return ra.answered.Load() }
+
+// Close closes the responder's socket; Run then returns.
+func (ra *RAResponder) Close() error { return ra.conn.Close() }
+
+// EnableLinkLocalIPv6 turns IPv6 on for dev only (NewNetns turned it off
 // namespace-wide), without duplicate address detection, so the link-local
 // address is usable as soon as the link has carrier, and without accepting
 // advertisements, so the namespace never learns a route from one.
-func enableLinkLocalIPv6(ctx context.Context, ns *netlab.Netns, dev string) error {
+func EnableLinkLocalIPv6(ctx context.Context, ns *Netns, dev string) error {
 	_, err := ns.Run(ctx, "sysctl", "-qw",
 		"net.ipv6.conf."+dev+".accept_dad=0",
 		"net.ipv6.conf."+dev+".accept_ra=0",
@@ -46,10 +49,10 @@ func enableLinkLocalIPv6(ctx context.Context, ns *netlab.Netns, dev string) erro
 	return err
 }
 
-// newRAResponder opens a raw ICMPv6 socket inside ns, bound to dev and
+// NewRAResponder opens a raw ICMPv6 socket inside ns, bound to dev and
 // joined to the all-routers group there.
-func newRAResponder(ns *netlab.Netns, dev string) (*raResponder, error) {
-	ra := &raResponder{}
+func NewRAResponder(ns *Netns, dev string) (*RAResponder, error) {
+	ra := &RAResponder{}
 	err := ns.Do(func() error {
 		ifi, err := net.InterfaceByName(dev)
 		if err != nil {
@@ -114,7 +117,7 @@ func routerAdvertisement(mac net.HardwareAddr) []byte {
 // solicitation is answered to all nodes (ff02::1), as RFC 4861 §6.2.6
 // allows, so the answer needs no neighbour resolution of the soliciting
 // host.
-func (ra *raResponder) run(ctx context.Context) error {
+func (ra *RAResponder) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { ra.conn.Close() })
 	defer stop()
 	allNodes := &net.IPAddr{IP: net.ParseIP("ff02::1"), Zone: fmt.Sprint(ra.ifindex)}
