@@ -181,8 +181,9 @@ func (r *Reconciler) Status() Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.status
-	s.Errors = append([]Error(nil), s.Errors...)
-	s.History = append([]HistoryEntry(nil), s.History...)
+	// Copies that stay non-nil when empty: status JSON says [] not null.
+	s.Errors = append(s.Errors[:0:0], s.Errors...)
+	s.History = append(s.History[:0:0], s.History...)
 	return s
 }
 

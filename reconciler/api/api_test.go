@@ -137,6 +137,9 @@ func TestReadEndpoints(t *testing.T) {
 			t.Errorf("status has no %q: %s", k, body)
 		}
 	}
+	if errs, ok := st["errors"].([]any); !ok || len(errs) != 0 {
+		t.Errorf("got errors %v, want an empty list", st["errors"])
+	}
 	if st["appliedRevision"] != head {
 		t.Errorf("got applied %v, want %s", st["appliedRevision"], head)
 	}
