@@ -103,6 +103,7 @@ func cueIssues(err error, file string, user cue.Value, help helpTable) []Issue {
 		issue   Issue
 		msgs    []string
 		allowed []string // non-nil for a failed disjunction
+		header  string   // CUE's own line for a failed disjunction
 	}
 	var groups []*group
 	byField := map[string]*group{}
@@ -118,6 +119,7 @@ func cueIssues(err error, file string, user cue.Value, help helpTable) []Issue {
 		}
 		if disjunctionRE.MatchString(msg) {
 			g.allowed = []string{}
+			g.header = msg
 			continue
 		}
 		if g.allowed != nil {
@@ -144,7 +146,14 @@ func cueIssues(err error, file string, user cue.Value, help helpTable) []Issue {
 			msgs = append([]string{fmt.Sprintf("invalid value %s (allowed: %s)",
 				userLiteral(user, g.issue.Field), strings.Join(g.allowed, " | "))}, msgs...)
 		}
+		if len(msgs) == 0 && g.header != "" {
+			// A disjunction whose alternatives CUE did not list.
+			msgs = []string{g.header}
+		}
 		g.issue.Message = strings.Join(msgs, "; ")
+		if g.issue.Message == "" {
+			g.issue.Message = "invalid value"
+		}
 		issues = append(issues, g.issue)
 	}
 	return issues
