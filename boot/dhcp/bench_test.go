@@ -28,14 +28,14 @@ func BenchmarkHandle(b *testing.B) {
 	req := newRequest(b, dhcpv4.MessageTypeDiscover, mac.String(), pxe(iana.EFI_X86_64), relayed("10.200.0.2"))
 	pkt := req.ToBytes()
 	out := make([]byte, 0, 1500)
-	scratch := new(Reply)
+	sc := new(scratch)
 	r := &dhcpv4.DHCPv4{}
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := parseInto(r, pkt); err != nil {
 			b.Fatal(err)
 		}
-		res, err := h.handle(r, ServerPort, scratch)
+		res, err := h.handle(r, ServerPort, sc)
 		if err != nil || res.Reply == nil {
 			b.Fatalf("no reply: %v %v", res.Note, err)
 		}

@@ -7,20 +7,22 @@
 // Shape (smee's split, coredhcp's option chain):
 //
 //   - Server is the I/O: sockets on port 67 (and 4011 in proxy mode),
-//     a bounded pool of workers that each read a packet, parse it
-//     (parseInto: dhcpv4.FromBytes's result without its copies, held to
-//     it by FuzzParse), hand it to the Handler, and write the reply where
-//     RFC 2131 §4.1 says (replyDestination); a panic is recovered per
-//     packet; Run returns when its context ends. It holds no DHCP policy.
+//     a bounded pool of workers that each read a batch of packets
+//     (recvmmsg), parse each (parseInto: dhcpv4.FromBytes's result
+//     without its copies, held to it by FuzzParse), hand it to the
+//     Handler, and write the replies in one sendmmsg where RFC 2131 §4.1
+//     says (replyDestination); a panic is recovered per packet; Run
+//     returns when its context ends. It holds no DHCP policy.
 //     It is its own read loop rather than insomniacslk's server4, whose
 //     Serve starts an unbounded goroutine per packet and allocates per
 //     read; the bench (test/dhcpload/bench) measures both.
 //   - Handler is the policy: a pure function of (request, Backend) that
 //     looks the client's MAC up in the current store and builds the reply
 //     from a fixed skeleton folded through an ordered, explicit list of
-//     small option functions (see newHandler). It does no I/O, reads no
-//     clock and keeps no state, so golden-packet tests and the fuzz test
-//     cover it completely.
+//     small option functions (see NewHandler). It does no I/O and reads
+//     no clock; its one piece of state is the memo of each interface's
+//     encoded options (memo.go), which cannot go stale, so golden-packet
+//     tests and the fuzz test cover it completely.
 //   - Backend is the data: the two lookups the handler needs, satisfied by
 //     *store.Store. Every packet reads the store as it is now, so a commit
 //     changes the next reply; there is no cache to go stale.
@@ -152,9 +154,10 @@ type Config struct {
 	// know with boot information that leads to the discovery script. It
 	// never gives them an address. Default false: unknown MACs get nothing.
 	ProxyUnknown bool
-	// Workers is how many packets are handled at once per socket: each
-	// worker reads, handles and writes one packet at a time. Default
-	// GOMAXPROCS, at least 2.
+	// Workers is how many goroutines serve each socket: each reads a
+	// batch of packets, answers them and writes the replies. The handler
+	// never waits, so more workers than processors only add switching.
+	// Default GOMAXPROCS.
 	Workers int
 	// UnknownLogInterval is how often an unknown MAC is logged at most.
 	// Default one minute.
@@ -225,7 +228,7 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	switch {
 	case c.Workers == 0:
-		c.Workers = max(runtime.GOMAXPROCS(0), 2)
+		c.Workers = runtime.GOMAXPROCS(0)
 	case c.Workers < 0 || c.Workers > maxWorkers:
 		errs = append(errs, fmt.Errorf("dhcp workers %d: want 1 to %d", c.Workers, maxWorkers))
 	}

@@ -25,14 +25,14 @@ func FuzzHandler(f *testing.F) {
 		handlers = append(handlers, testHandler(f, c))
 	}
 	from := netip.MustParseAddrPort("10.10.0.50:68")
-	req, scratch := &dhcpv4.DHCPv4{}, new(Reply)
+	req, sc := &dhcpv4.DHCPv4{}, new(scratch)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if err := parseInto(req, b); err != nil {
 			return
 		}
 		for _, h := range handlers {
 			for _, port := range []int{ServerPort, PXEPort} {
-				res, err := h.handle(req, port, scratch)
+				res, err := h.handle(req, port, sc)
 				if err != nil {
 					t.Fatalf("Handle: %v", err)
 				}

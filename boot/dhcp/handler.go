@@ -88,7 +88,8 @@ type Result struct {
 }
 
 // Handler decides the reply to a request from the store. It is safe for
-// concurrent use: it keeps no state between requests.
+// concurrent use. What it keeps between requests is the memo of encoded
+// interface options, which only saves work (see memo.go).
 type Handler struct {
 	mode         Mode
 	serverID     netip.Addr // AdvertiseAddr
@@ -101,8 +102,11 @@ type Handler struct {
 	// replies. Each is an ordered list of small option functions applied
 	// to a skeleton reply, as coredhcp does; the order is the options'
 	// order on the wire, after the skeleton's message type and client
-	// identifier and before the relay agent information (finish).
-	full, bootOnly []optionFunc
+	// identifier and before the relay agent information (finish). static
+	// is the part of full that depends on the interface alone, which
+	// full includes through the memo (ifaceChain).
+	full, static, bootOnly []optionFunc
+	memo                   memo
 }
 
 // optionFunc adds its options to resp from what r knows.
@@ -123,7 +127,16 @@ type request struct {
 	addr     netip.Prefix     // the reservation; invalid in proxy mode
 	inform   bool             // the reply answers a DHCPINFORM
 	boot     boot             // zero: no boot information
+	opts     *ifaceOptions    // the interface's chain, built; nil in proxy mode
 	scratch  *Reply           // where the reply is built
+}
+
+// scratch is what a server worker reuses from packet to packet: the
+// handler's request and the reply it builds, the largest objects a
+// packet would otherwise allocate.
+type scratch struct {
+	req   request
+	reply Reply
 }
 
 // NewHandler returns the handler of a server configured by c (see Config;
@@ -149,16 +162,20 @@ func NewHandler(c Config) (*Handler, error) {
 	}
 	h.full = []optionFunc{
 		h.serverIdentifier, // 54
-		address,            // yiaddr, 1, 28
-		router,             // 3
-		nameservers,        // 6
-		hostname,           // 12
-		domain,             // 15
-		timeservers,        // 42
-		leaseTime,          // 51, 58, 59
-		searchDomains,      // 119
-		classlessRoutes,    // 121
+		yiaddr,             // yiaddr
+		ifaceChain,         // h.static, memoized
 		h.netboot,          // siaddr, file or 67, 60, 43, 97, 175
+	}
+	h.static = []optionFunc{
+		subnet,          // 1, 28
+		router,          // 3
+		nameservers,     // 6
+		hostname,        // 12
+		domain,          // 15
+		timeservers,     // 42
+		leaseTime,       // 51, 58, 59
+		searchDomains,   // 119
+		classlessRoutes, // 121
 	}
 	h.bootOnly = []optionFunc{
 		h.serverIdentifier, // 54
@@ -171,17 +188,17 @@ func NewHandler(c Config) (*Handler, error) {
 // PXEPort in proxy mode). An error means the store could not be read;
 // every other reason for not replying is a Note.
 func (h *Handler) Handle(req *dhcpv4.DHCPv4, port int) (Result, error) {
-	return h.handle(req, port, new(Reply))
+	return h.handle(req, port, new(scratch))
 }
 
-// handle is Handle building the reply in scratch, which the server's
-// workers reuse from packet to packet: the reply is the largest object a
-// packet would otherwise allocate.
-func (h *Handler) handle(req *dhcpv4.DHCPv4, port int, scratch *Reply) (Result, error) {
+// handle is Handle working in sc, which the server's workers reuse from
+// packet to packet.
+func (h *Handler) handle(req *dhcpv4.DHCPv4, port int, sc *scratch) (Result, error) {
 	if req.OpCode != dhcpv4.OpcodeBootRequest || req.HWType != iana.HWTypeEthernet || len(req.ClientHWAddr) != 6 {
 		return Result{Note: NoteInvalid}, nil
 	}
-	r := &request{req: req, mac: req.ClientHWAddr.String(), port: port, scratch: scratch, backend: h.backend}
+	r := &sc.req
+	*r = request{req: req, mac: req.ClientHWAddr.String(), port: port, scratch: &sc.reply, backend: h.backend}
 	mt := req.MessageType()
 	switch mt {
 	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform,
@@ -262,8 +279,9 @@ func (r *request) repoSettings() *schema.Settings {
 
 // reservation answers a known, enabled interface with its address.
 func (h *Handler) reservation(r *request, mt dhcpv4.MessageType, res Result) (Result, error) {
-	addr, ok := r.iface.Prefix()
-	if !ok || !addr.Addr().Is4() {
+	r.opts = h.ifaceOptions(r)
+	addr := r.opts.addr
+	if !addr.IsValid() {
 		res.Note = NoteNoAddress
 		return res, nil
 	}

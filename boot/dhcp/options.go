@@ -22,15 +22,33 @@ func (h *Handler) serverIdentifier(_ *request, resp *Reply) {
 	resp.addAddr(dhcpv4.OptionServerIdentifier.Code(), h.serverID)
 }
 
-// address sets yiaddr, the subnet mask (1) and the broadcast address (28).
-func address(r *request, resp *Reply) {
+// yiaddr sets the reply's address: the reservation, but not in the ACK
+// of an INFORM (the client has its address).
+func yiaddr(r *request, resp *Reply) {
+	if r.addr.IsValid() && !r.inform {
+		resp.Yiaddr = r.addr.Addr()
+	}
+}
+
+// ifaceChain adds the options of the interface's chain (Handler.static),
+// built once per interface: see memo.go.
+func ifaceChain(r *request, resp *Reply) {
+	if r.opts == nil {
+		return
+	}
+	if r.inform {
+		resp.addEncoded(r.opts.inform)
+	} else {
+		resp.addEncoded(r.opts.reply)
+	}
+}
+
+// subnet sets the subnet mask (1) and the broadcast address (28).
+func subnet(r *request, resp *Reply) {
 	if !r.addr.IsValid() {
 		return
 	}
 	a := r.addr.Addr().As4()
-	if !r.inform {
-		resp.Yiaddr = r.addr.Addr()
-	}
 	bits := r.addr.Bits()
 	mask := ^uint32(0) << (32 - bits)
 	if bits == 0 {

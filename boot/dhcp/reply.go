@@ -71,6 +71,14 @@ func (r *Reply) add(code uint8, v []byte) {
 	}
 }
 
+// addEncoded appends options already in wire form, all or none.
+func (r *Reply) addEncoded(b []byte) {
+	if r.n+len(b) > len(r.opts) {
+		return
+	}
+	r.n += copy(r.opts[r.n:], b)
+}
+
 // addUint32 appends a 4-byte option.
 func (r *Reply) addUint32(code uint8, v uint32) {
 	var b [4]byte

@@ -163,7 +163,9 @@ func TestHandlePacketRecovers(t *testing.T) {
 			var logs syncBuffer
 			s := &Server{handler: testHandler(t, testConfig(t, ModeReservation, tc.backend)), log: zerolog.New(&logs)}
 			pkt := newRequest(t, dhcpv4.MessageTypeDiscover, macFull).ToBytes()
-			s.handlePacket(&listener{port: ServerPort}, pkt, netip.MustParseAddrPort("0.0.0.0:68"), new(dhcpv4.DHCPv4), nil, new(Reply))
+			if _, _, ok := s.answer(&listener{port: ServerPort}, pkt, netip.MustParseAddrPort("0.0.0.0:68"), new(dhcpv4.DHCPv4), nil, new(scratch)); ok {
+				t.Errorf("answer: got a reply, want none")
+			}
 			if !strings.Contains(logs.String(), tc.want) {
 				t.Errorf("log: got %q, want it to mention %q", logs.String(), tc.want)
 			}

@@ -198,11 +198,36 @@ func (macIndex) FromArgs(args ...any) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if isCanonicalMAC(s) {
+		// The DHCP server's lookups, once per packet: skip the parse.
+		return key(s), nil
+	}
 	mac, err := normMAC(s)
 	if err != nil {
 		return nil, err
 	}
 	return key(mac), nil
+}
+
+// isCanonicalMAC reports whether mac is already in normMAC's form: six
+// lower-case hexadecimal octets separated by colons.
+func isCanonicalMAC(mac string) bool {
+	if len(mac) != 17 {
+		return false
+	}
+	for i := range len(mac) {
+		c := mac[i]
+		if i%3 == 2 {
+			if c != ':' {
+				return false
+			}
+			continue
+		}
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // normMAC returns mac in lower-case colon form. It accepts every form

@@ -1047,3 +1047,26 @@ func BenchmarkHardwareByMAC(b *testing.B) {
 		i++
 	}
 }
+
+// TestCanonicalMAC: the lookup's fast path takes only strings normMAC
+// returns unchanged (so it finds what the slow path finds), and takes the
+// six-octet form the DHCP server looks up.
+func TestCanonicalMAC(t *testing.T) {
+	t.Parallel()
+	for _, mac := range []string{
+		"aa:bb:cc:dd:ee:ff", "00:00:00:00:00:00", "02:00:0a:c8:00:01",
+		"AA:BB:CC:DD:EE:FF", "aa-bb-cc-dd-ee-ff", "aabb.ccdd.eeff", "aa:bb:cc:dd:ee:f",
+		"aa:bb:cc:dd:ee:fg", "aa:bb:cc:dd:ee:ff:", "aa:bb:cc:dd:ee;ff", "", "02:00:00:00:00:00:00:01",
+		"0:bb:cc:dd:ee:fff",
+	} {
+		norm, err := normMAC(mac)
+		same := err == nil && norm == mac
+		fast := isCanonicalMAC(mac)
+		if fast && !same {
+			t.Errorf("isCanonicalMAC(%q) = true, but normMAC gives %q, %v", mac, norm, err)
+		}
+		if same && len(mac) == 17 && !fast {
+			t.Errorf("isCanonicalMAC(%q) = false, want true", mac)
+		}
+	}
+}
