@@ -11,8 +11,9 @@
 //   - Write requests are refused with an error packet.
 //   - Options: blksize (RFC 2348, capped by MaxBlockSize and by the path
 //     MTU pin/tftp reads from the interface) and tsize (RFC 2349). pin/tftp
-//     v3.1.0 does not negotiate windowsize (RFC 7440): it leaves the option
-//     out of its OACK, so such clients fall back to one block per ACK, as
+//     (v3.1.0, and v3.2.0, the newest release) does not negotiate
+//     windowsize (RFC 7440) and has no hook to: it leaves the option out
+//     of its OACK, so such clients fall back to one block per ACK, as
 //     RFC 7440 requires. SendAhead enables pin/tftp's own, non-negotiated
 //     send-ahead instead (off by default).
 //   - Every transfer runs in its own goroutine (pin/tftp's); at most
