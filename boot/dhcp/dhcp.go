@@ -23,9 +23,10 @@
 //     no clock; its one piece of state is the memo of each interface's
 //     encoded options (memo.go), which cannot go stale, so golden-packet
 //     tests and the fuzz test cover it completely.
-//   - Backend is the data: the two lookups the handler needs, satisfied by
-//     *store.Store. Every packet reads the store as it is now, so a commit
-//     changes the next reply; there is no cache to go stale.
+//   - Backend is the data: the two lookups the handler needs and the
+//     store's generation, satisfied by *store.Store. Every packet reads the
+//     generation first, so a commit changes the next reply; the handler's
+//     memo (memo.go) only reuses what it found at the same generation.
 //
 // What the package must not do: hand out an address that is not reserved
 // in the repository (there is no pool and no lease database: reservations
@@ -110,6 +111,11 @@ type Backend interface {
 	HardwareByMAC(ws memdb.WatchSet, mac string) (*schema.Hardware, error)
 	// Settings returns the repository settings, never nil without an error.
 	Settings(ws memdb.WatchSet) (*schema.Settings, error)
+	// Generation returns a number that changes whenever what the lookups
+	// return does, and is cheap to read: the handler reuses what it found
+	// for a MAC while the generation stays the same (see memo.go). Lookups
+	// made after reading it must see the store at that generation or later.
+	Generation() uint64
 }
 
 // Binaries are the file names of the iPXE builds, as the TFTP server and

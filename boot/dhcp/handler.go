@@ -163,7 +163,7 @@ func NewHandler(c Config) (*Handler, error) {
 	h.full = []optionFunc{
 		h.serverIdentifier, // 54
 		yiaddr,             // yiaddr
-		ifaceChain,         // h.static, memoized
+		h.ifaceChain,       // h.static, memoized
 		h.netboot,          // siaddr, file or 67, 60, 43, 97, 175
 	}
 	h.static = []optionFunc{
@@ -198,7 +198,7 @@ func (h *Handler) handle(req *dhcpv4.DHCPv4, port int, sc *scratch) (Result, err
 		return Result{Note: NoteInvalid}, nil
 	}
 	r := &sc.req
-	*r = request{req: req, mac: req.ClientHWAddr.String(), port: port, scratch: &sc.reply, backend: h.backend}
+	*r = request{req: req, port: port, scratch: &sc.reply, backend: h.backend}
 	mt := req.MessageType()
 	switch mt {
 	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform,
@@ -214,24 +214,16 @@ func (h *Handler) handle(req *dhcpv4.DHCPv4, port int, sc *scratch) (Result, err
 		return Result{Note: NoteNotNetboot}, nil
 	}
 
-	hw, err := h.backend.HardwareByMAC(nil, r.mac)
-	if err != nil {
-		return Result{}, fmt.Errorf("look up mac %s: %w", r.mac, err)
-	}
-	if hw != nil {
-		r.hw = hw
-		r.iface = interfaceByMAC(hw, r.mac)
+	if err := h.lookup(r); err != nil {
+		return Result{}, fmt.Errorf("look up mac %s: %w", req.ClientHWAddr, err)
 	}
 	res := Result{}
 	if r.iface == nil {
-		// The store's MAC index and the interfaces disagree only if the
-		// machine vanished between them; treat both as unknown.
-		r.hw = nil
 		if h.mode != ModeProxy || !h.proxyUnknown {
 			return Result{Note: NoteUnknownMAC}, nil
 		}
 	} else {
-		res.Hardware = hw.Name
+		res.Hardware = r.hw.Name
 		if r.iface.DisableDHCP {
 			res.Note = NoteDisabled
 			return res, nil
@@ -250,6 +242,7 @@ func (h *Handler) handle(req *dhcpv4.DHCPv4, port int, sc *scratch) (Result, err
 		return res, nil
 	}
 
+	var err error
 	if h.mode == ModeProxy {
 		res, err = h.proxy(r, mt, res)
 	} else {
@@ -279,7 +272,6 @@ func (r *request) repoSettings() *schema.Settings {
 
 // reservation answers a known, enabled interface with its address.
 func (h *Handler) reservation(r *request, mt dhcpv4.MessageType, res Result) (Result, error) {
-	r.opts = h.ifaceOptions(r)
 	addr := r.opts.addr
 	if !addr.IsValid() {
 		res.Note = NoteNoAddress

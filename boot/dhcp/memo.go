@@ -8,114 +8,115 @@ import (
 	"github.com/gitmetal/gitmetal/schema"
 )
 
-// Most of a reservation reply is a function of the interface alone, with
-// the repository settings standing in for what the interface leaves out:
-// options 1, 28, 3, 6, 12, 15, 42, 51, 58, 59, 119 and 121 (the
-// interface's chain, Handler.static). Building them parses the store's
-// strings (addresses, routes, domains) again for every packet; that was a
-// third of the handler's time. The memo builds them once per interface
-// and later replies copy the bytes.
+// The memo keeps what the handler derived from the store for a MAC: the
+// machine, the interface, and in reservation mode that interface's
+// options in wire form (1, 28, 3, 6, 12, 15, 42, 51, 58, 59, 119 and 121:
+// the chain Handler.static, run once per interface with the repository
+// settings standing in for what the interface leaves out). Without it
+// each packet walked the store's MAC index (a radix tree whose nodes are
+// cache misses once the fleet is large) and parsed the store's strings
+// (addresses, routes, domains) again; that was most of the handler's time.
 //
-// It cannot serve a stale answer. The store's values are immutable (a
-// commit that changes a machine stores a new *schema.Hardware, so a new
-// *schema.Interface), the memo is keyed by the interface's pointer and
-// holds it, so the address cannot be reused for other content while it is
-// a key; and an entry built with repository defaults records the values
-// it used and is rebuilt when the settings differ. Every packet still
-// looks its MAC up in the store: the memo only saves the encoding.
+// It cannot serve a stale answer. Every packet reads the store's
+// generation (Backend.Generation, an atomic load that changes with every
+// commit) before anything else, and an entry is used only if it was made
+// at that generation; otherwise the packet looks the MAC up in the store
+// and the entry is made again. So a commit reaches the next packet, as
+// without the memo; what the memo saves is the work between commits, when
+// a machine's DISCOVER, REQUEST and later renewals ask the same thing.
+// Unknown MACs are not remembered: they are answered by nothing, and a
+// scan of random MACs must not fill the memo.
 //
-// It is bounded: past maxMemo entries it starts over empty, which lets
-// the interfaces of removed and changed machines go.
+// It is bounded: past maxMemo entries it starts over empty.
 
-// maxMemo bounds the memo's entries: room for two variants of every
-// interface of a fleet of tens of thousands of machines, a few megabytes.
+// maxMemo bounds the memo's entries: room for every interface of a fleet
+// of a hundred thousand machines, a few tens of megabytes.
 const maxMemo = 1 << 17
 
-// memo maps an interface to its options. A map under a read-write lock,
-// not a sync.Map: with ten thousand interfaces the lookup is the packet's
-// cache misses, and the map's are fewer than sync.Map's trie (measured on
+// memo maps a MAC to what the handler found for it. A map under a
+// read-write lock rather than a sync.Map: at ten thousand machines the
+// lookup's cache misses are the cost, and the map has fewer (measured on
 // the bench).
 type memo struct {
 	mu sync.RWMutex
-	m  map[*schema.Interface]*ifaceOptions
+	m  map[[6]byte]*known
 }
 
-// ifaceOptions is what the memo keeps for one interface.
+// known is what the handler found for a MAC at one store generation.
+type known struct {
+	gen   uint64
+	hw    *schema.Hardware
+	iface *schema.Interface
+	opts  *ifaceOptions // reservation mode; nil in proxy mode
+}
+
+// ifaceOptions is an interface's part of a reservation reply. The ACK of
+// an INFORM (no lease times) is rare and is built without the memo.
 type ifaceOptions struct {
-	addr   netip.Prefix // the reservation; invalid when it has none
-	reply  []byte       // the chain's options for an OFFER or ACK
-	inform []byte       // the same for the ACK of an INFORM: no lease times
-	used   *usedSettings
+	addr  netip.Prefix // the reservation; invalid when it has none
+	reply []byte       // the chain's options for an OFFER or ACK
 }
 
-// usedSettings are the repository settings an entry was built with, when
-// the interface needed any of them.
-type usedSettings struct {
-	nameservers, timeservers []string
-	domain                   string
-	leaseTime                int
-}
-
-func (u *usedSettings) matches(s *schema.Settings) bool {
-	return u.domain == s.Domain && u.leaseTime == s.LeaseTime &&
-		slices.Equal(u.nameservers, s.Nameservers) && slices.Equal(u.timeservers, s.Timeservers)
-}
-
-// ifaceOptions returns r.iface's options, from the memo when its entry is
-// current. An error reading the settings is left in r.err, as the option
-// functions do, and nothing is remembered.
-func (h *Handler) ifaceOptions(r *request) *ifaceOptions {
+// lookup finds the machine and interface with r's MAC, from the memo when
+// its entry is of the store's current generation, else from the store,
+// and fills r.mac, r.hw, r.iface and (in reservation mode) r.opts. An
+// unknown MAC leaves r.hw nil. An error reading the settings is left in
+// r.err, as the option functions do, and nothing is remembered.
+func (h *Handler) lookup(r *request) error {
+	key := [6]byte(r.req.ClientHWAddr)
+	gen := h.backend.Generation()
 	h.memo.mu.RLock()
-	e, ok := h.memo.m[r.iface]
+	k := h.memo.m[key]
 	h.memo.mu.RUnlock()
-	if ok && (e.used == nil || e.used.matches(r.repoSettings())) {
-		return e
+	if k != nil && k.gen == gen {
+		r.mac, r.hw, r.iface, r.opts = k.iface.MAC, k.hw, k.iface, k.opts
+		return nil
 	}
-	e = h.buildIfaceOptions(r)
-	if r.err != nil {
-		return e
+	r.mac = r.req.ClientHWAddr.String()
+	hw, err := h.backend.HardwareByMAC(nil, r.mac)
+	if err != nil {
+		return err
+	}
+	if hw == nil {
+		return nil
+	}
+	iface := interfaceByMAC(hw, r.mac)
+	if iface == nil {
+		// The store's MAC index and the interfaces disagree only if the
+		// machine vanished between them; treat both as unknown.
+		return nil
+	}
+	r.hw, r.iface = hw, iface
+	k = &known{gen: gen, hw: hw, iface: iface}
+	if h.mode == ModeReservation {
+		k.opts = h.buildIfaceOptions(r)
+		r.opts = k.opts
+		if r.err != nil {
+			return nil
+		}
 	}
 	h.memo.mu.Lock()
 	if h.memo.m == nil || len(h.memo.m) >= maxMemo {
-		h.memo.m = make(map[*schema.Interface]*ifaceOptions)
+		h.memo.m = make(map[[6]byte]*known)
 	}
-	h.memo.m[r.iface] = e
+	h.memo.m[key] = k
 	h.memo.mu.Unlock()
-	return e
+	return nil
 }
 
-// buildIfaceOptions runs the interface's chain, once as for an OFFER or
-// ACK and once as for the ACK of an INFORM.
+// buildIfaceOptions runs the interface's chain as for an OFFER or ACK.
 func (h *Handler) buildIfaceOptions(r *request) *ifaceOptions {
 	e := &ifaceOptions{}
 	if p, ok := r.iface.Prefix(); ok && p.Addr().Is4() {
 		e.addr = p
 	}
-	var resp Reply
-	for _, inform := range []bool{false, true} {
-		b := &request{iface: r.iface, hw: r.hw, backend: r.backend, settings: r.settings, addr: e.addr, inform: inform}
-		resp.n = 0
-		for _, f := range h.static {
-			f(b, &resp)
-		}
-		if b.err != nil {
-			r.err = b.err
-		}
-		if b.settings != nil && r.settings == nil {
-			r.settings = b.settings
-		}
-		opts := slices.Clone(resp.Options())
-		if inform {
-			e.inform = opts
-		} else {
-			e.reply = opts
-		}
+	b := &request{iface: r.iface, hw: r.hw, backend: r.backend, settings: r.settings, addr: e.addr}
+	resp := r.scratch
+	resp.n = 0
+	for _, f := range h.static {
+		f(b, resp)
 	}
-	if s := r.settings; s != nil {
-		e.used = &usedSettings{
-			nameservers: slices.Clone(s.Nameservers), timeservers: slices.Clone(s.Timeservers),
-			domain: s.Domain, leaseTime: s.LeaseTime,
-		}
-	}
+	r.err, r.settings = b.err, b.settings
+	e.reply = slices.Clone(resp.Options())
 	return e
 }

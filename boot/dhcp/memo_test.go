@@ -2,12 +2,13 @@ package dhcp
 
 import (
 	"bytes"
-	"fmt"
 	"maps"
 	"net"
 	"slices"
+	"sync/atomic"
 	"testing"
 
+	"github.com/hashicorp/go-memdb"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/gitmetal/gitmetal/reconciler/store"
@@ -105,19 +106,68 @@ func TestMemoFollowsStore(t *testing.T) {
 }
 
 // TestMemoBounded: the memo never holds more than maxMemo entries, however
-// many interfaces it has seen.
+// many machines have asked.
 func TestMemoBounded(t *testing.T) {
 	t.Parallel()
-	st := testStore(t)
-	h := testHandler(t, testConfig(t, ModeReservation, st))
+	h := testHandler(t, testConfig(t, ModeReservation, everyMAC{}))
 	for i := range maxMemo + 1000 {
-		iface := &schema.Interface{MAC: "02:00:00:00:00:01", IP: fmt.Sprintf("10.%d.%d.%d/8", i>>16&0xff, i>>8&0xff, i&0xff)}
-		r := &request{iface: iface, backend: st}
-		if e := h.ifaceOptions(r); e.addr.String() != iface.IP {
-			t.Fatalf("entry %d: address %s, want %s", i, e.addr, iface.IP)
+		mac := net.HardwareAddr{2, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+		res, err := h.Handle(newRequest(t, dhcpv4.MessageTypeDiscover, mac.String()), ServerPort)
+		if err != nil || res.Reply == nil {
+			t.Fatalf("%s: no reply: %s %v", mac, res.Note, err)
 		}
 	}
 	if n := len(h.memo.m); n == 0 || n > maxMemo {
 		t.Errorf("memo holds %d entries, want 1 to %d", n, maxMemo)
 	}
+}
+
+// everyMAC is a store in which every MAC has a machine: the memo's bound
+// needs more machines than a test store holds comfortably.
+type everyMAC struct{}
+
+func (everyMAC) HardwareByMAC(_ memdb.WatchSet, mac string) (*schema.Hardware, error) {
+	return &schema.Hardware{Name: mac, Interfaces: []schema.Interface{{MAC: mac, IP: "10.0.0.1/8"}}}, nil
+}
+func (everyMAC) Settings(memdb.WatchSet) (*schema.Settings, error) {
+	return schema.DefaultSettings(), nil
+}
+func (everyMAC) Generation() uint64 { return 1 }
+
+// TestMemoSavesLookups: within a generation a MAC is looked up in the
+// store once; a new generation looks it up again.
+func TestMemoSavesLookups(t *testing.T) {
+	t.Parallel()
+	f := testFleet()
+	b := &countingBackend{Store: store.TestStore(t, f)}
+	h := testHandler(t, testConfig(t, ModeReservation, b))
+	for range 3 {
+		if res, err := h.Handle(newRequest(t, dhcpv4.MessageTypeDiscover, macFull), ServerPort); err != nil || res.Reply == nil {
+			t.Fatalf("no reply: %s %v", res.Note, err)
+		}
+	}
+	if n := b.lookups.Load(); n != 1 {
+		t.Errorf("three requests in one generation: %d store lookups, want 1", n)
+	}
+	f2 := *f
+	f2.Settings = &schema.Settings{LeaseTime: 60}
+	if _, err := b.Apply("rev-2", &f2); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := h.Handle(newRequest(t, dhcpv4.MessageTypeDiscover, macFull), ServerPort); err != nil || res.Reply == nil {
+		t.Fatalf("no reply: %s %v", res.Note, err)
+	}
+	if n := b.lookups.Load(); n != 2 {
+		t.Errorf("after a commit: %d store lookups, want 2", n)
+	}
+}
+
+type countingBackend struct {
+	*store.Store
+	lookups atomic.Int64
+}
+
+func (b *countingBackend) HardwareByMAC(ws memdb.WatchSet, mac string) (*schema.Hardware, error) {
+	b.lookups.Add(1)
+	return b.Store.HardwareByMAC(ws, mac)
 }

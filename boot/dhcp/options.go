@@ -30,15 +30,16 @@ func yiaddr(r *request, resp *Reply) {
 	}
 }
 
-// ifaceChain adds the options of the interface's chain (Handler.static),
-// built once per interface: see memo.go.
-func ifaceChain(r *request, resp *Reply) {
-	if r.opts == nil {
+// ifaceChain adds the options of the interface's chain (Handler.static):
+// built once per interface (see memo.go), but for the ACK of an INFORM.
+func (h *Handler) ifaceChain(r *request, resp *Reply) {
+	if r.inform {
+		for _, f := range h.static {
+			f(r, resp)
+		}
 		return
 	}
-	if r.inform {
-		resp.addEncoded(r.opts.inform)
-	} else {
+	if r.opts != nil {
 		resp.addEncoded(r.opts.reply)
 	}
 }

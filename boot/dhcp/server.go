@@ -179,7 +179,7 @@ func (s *Server) Close() error {
 	return err
 }
 
-// batchSize is how many datagrams a worker takes from the socket in one
+// BatchSize is how many datagrams a worker takes from the socket in one
 // recvmmsg and gives back in one sendmmsg. Under load the system calls,
 // not the handler, are most of a reply's cost (profiled on the bench:
 // about 70% of the server's CPU is sending and receiving); a batch pays
@@ -190,7 +190,7 @@ func (s *Server) Close() error {
 // sysmon tick, which then hands the processor to another thread, and the
 // bench measured fewer replies per second with batches of 16 and 32 and
 // a longer tail of latency.
-const batchSize = 8
+const BatchSize = 8
 
 // worker is what one worker goroutine owns and reuses from packet to
 // packet: the read and write batches with their buffers and destination
@@ -206,9 +206,9 @@ type worker struct {
 
 func newWorker() *worker {
 	w := &worker{
-		in:      make([]ipv4.Message, batchSize),
-		out:     make([]ipv4.Message, batchSize),
-		outBufs: make([][]byte, batchSize),
+		in:      make([]ipv4.Message, BatchSize),
+		out:     make([]ipv4.Message, BatchSize),
+		outBufs: make([][]byte, BatchSize),
 		req:     &dhcpv4.DHCPv4{Options: make(dhcpv4.Options, 32)},
 		scratch: new(scratch),
 	}

@@ -136,6 +136,7 @@ func (panicBackend) HardwareByMAC(memdb.WatchSet, string) (*schema.Hardware, err
 	panic("lookup exploded")
 }
 func (panicBackend) Settings(memdb.WatchSet) (*schema.Settings, error) { panic("unreachable") }
+func (panicBackend) Generation() uint64                                { return 1 }
 
 // errBackend fails every lookup.
 type errBackend struct{}
@@ -143,6 +144,8 @@ type errBackend struct{}
 func (errBackend) HardwareByMAC(memdb.WatchSet, string) (*schema.Hardware, error) {
 	return nil, errors.New("store unavailable")
 }
+func (errBackend) Generation() uint64 { return 1 }
+
 func (errBackend) Settings(memdb.WatchSet) (*schema.Settings, error) {
 	return nil, errors.New("store unavailable")
 }

@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/hashicorp/go-memdb"
 
@@ -46,6 +47,10 @@ type Store struct {
 	// plans against it with map lookups instead of scanning the tables.
 	// Only Apply reads or writes it, under memdb's writer lock.
 	held *schema.Fleet
+
+	// generation is the index of the last Apply that changed something,
+	// set after its commit: see Generation.
+	generation atomic.Uint64
 }
 
 // Revision describes the applied revision.
@@ -227,6 +232,7 @@ func (s *Store) apply(rev string, f *schema.Fleet) (ApplyResult, error) {
 	}
 
 	txn.Commit()
+	s.generation.Store(idx)
 	// The fleet's maps are read-only and never change after loading, so
 	// holding them is safe.
 	s.held = &schema.Fleet{Hardware: f.Hardware, Templates: f.Templates, Workflows: f.Workflows}
@@ -468,6 +474,15 @@ func (s *Store) WorkflowsByHardware(ws memdb.WatchSet, name string) ([]*schema.W
 func (s *Store) Settings(ws memdb.WatchSet) (*schema.Settings, error) {
 	return settingsTxn(s.db.Txn(false), ws)
 }
+
+// Generation returns a number that changes whenever the store's content
+// does: the index of the last Apply that changed anything, 0 before any.
+// It costs an atomic load, no transaction, so a hot path may keep what it
+// derived from the store together with the generation it read first and
+// reuse it while Generation returns the same. Read it before the lookups
+// it guards: the generation is set after the commit, so lookups made after
+// reading g see the store at g or later, never earlier.
+func (s *Store) Generation() uint64 { return s.generation.Load() }
 
 // Revision returns the applied revision, or the zero Revision when nothing
 // was applied.

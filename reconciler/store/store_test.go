@@ -1070,3 +1070,29 @@ func TestCanonicalMAC(t *testing.T) {
 		}
 	}
 }
+
+// TestGeneration: the generation changes with every Apply that changes
+// the store, only with those, and is the index that Apply returned.
+func TestGeneration(t *testing.T) {
+	t.Parallel()
+	s, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := s.Generation(); g != 0 {
+		t.Fatalf("empty store: generation %d, want 0", g)
+	}
+	f1 := lookupFleet()
+	r1 := apply(t, s, "r1", f1)
+	if g := s.Generation(); g != r1.Index || g == 0 {
+		t.Errorf("after r1: generation %d, want the Apply's index %d (not 0)", g, r1.Index)
+	}
+	apply(t, s, "r1", f1)
+	if g := s.Generation(); g != r1.Index {
+		t.Errorf("after an Apply that changed nothing: generation %d, want %d", g, r1.Index)
+	}
+	r2 := apply(t, s, "r2", without(f1, []string{"b"}, nil))
+	if g := s.Generation(); g != r2.Index || g == r1.Index {
+		t.Errorf("after r2: generation %d, want %d, not %d", g, r2.Index, r1.Index)
+	}
+}

@@ -19,7 +19,13 @@
 // no DNS. The raw loop answers each request with a reply of gitmetal's
 // size without looking anything up. The server4 row runs gitmetal's
 // handler under insomniacslk's server4 (a goroutine per packet) instead
-// of gitmetal's worker pool.
+// of gitmetal's worker pool. The load generator cycles through the
+// reservations, so after its first pass gitmetal's handler answers from
+// its memo (what it derived from the store per MAC, valid until the next
+// commit), as in a boot storm where each machine asks several times (PXE
+// ROM, iPXE, installer); the cold row makes the store's generation change
+// on every read, so that every packet takes the path of a machine's first
+// request after a commit.
 //
 // Each measurement is bounded in count and time; the whole run takes
 // about two minutes. The bench removes its namespaces and ends the
@@ -61,11 +67,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		switch role {
 		case "gitmetal":
-			return runGitmetal(ctx, f, stdout)
+			return runGitmetal(ctx, f, stdout, false)
+		case "cold":
+			return runGitmetal(ctx, f, stdout, true)
 		case "server4":
 			return runServer4(ctx, f, stdout)
 		case "raw":
-			return runRaw(ctx, f, stdout)
+			return runRaw(ctx, f, stdout, 1)
+		case "rawbatch":
+			return runRaw(ctx, f, stdout, rawBatch)
 		case "load":
 			return runLoad(ctx, f, stdout)
 		}
@@ -92,7 +102,7 @@ type config struct {
 	perfSize int
 	servers  []string
 	rounds   int
-	server4  bool
+	extras   []string // servers measured at the largest size only
 	workers  int
 	nice     int
 }
@@ -117,12 +127,19 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	rates := fs.String("perfdhcp-rates", "5000,20000", "perfdhcp rates (exchanges/s); empty: no perfdhcp")
 	fs.IntVar(&c.perfSecs, "perfdhcp-secs", 10, "seconds per perfdhcp run")
 	fs.IntVar(&c.perfSize, "perfdhcp-size", 10_000, "reservations for perfdhcp")
-	servers := fs.String("servers", "raw,gitmetal,dnsmasq", "servers to compare (raw, gitmetal, dnsmasq, server4)")
-	fs.BoolVar(&c.server4, "server4", true, "also measure gitmetal's handler under server4 at the largest size")
+	servers := fs.String("servers", "raw,rawbatch,gitmetal,dnsmasq", "servers to compare (raw, rawbatch, gitmetal, dnsmasq, server4, cold)")
+	server4 := fs.Bool("server4", true, "also measure gitmetal's handler under server4 at the largest size")
+	cold := fs.Bool("cold", true, "also measure gitmetal with its memo never hitting (every packet looks its MAC up in the store) at the largest size")
 	fs.IntVar(&c.nice, "nice", -10, "niceness of the server and load processes, to keep other work on the machine from skewing them")
 	fs.IntVar(&c.workers, "workers", 0, "gitmetal workers per socket (0: its default)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if *server4 {
+		c.extras = append(c.extras, "server4")
+	}
+	if *cold {
+		c.extras = append(c.extras, "cold")
 	}
 	var err error
 	if c.sizes, err = ints(*sizes, 1, maxSize); err != nil {
@@ -138,10 +155,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	for _, sv := range strings.Split(*servers, ",") {
 		switch sv {
-		case "raw", "gitmetal", "dnsmasq", "server4":
+		case "raw", "rawbatch", "gitmetal", "dnsmasq", "server4", "cold":
 			c.servers = append(c.servers, sv)
 		default:
-			return c, fmt.Errorf("-servers: %q: want raw, gitmetal, dnsmasq or server4", sv)
+			return c, fmt.Errorf("-servers: %q: want raw, rawbatch, gitmetal, dnsmasq, server4 or cold", sv)
 		}
 	}
 	switch {

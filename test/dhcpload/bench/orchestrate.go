@@ -86,8 +86,10 @@ func orchestrate(ctx context.Context, cfg config, stdout, stderr io.Writer) erro
 	var rows []measurement
 	for si, size := range cfg.sizes {
 		ss := cfg.servers
-		if cfg.server4 && si == len(cfg.sizes)-1 && !slices.Contains(ss, "server4") {
-			ss = append(ss[:len(ss):len(ss)], "server4")
+		for _, extra := range cfg.extras {
+			if si == len(cfg.sizes)-1 && !slices.Contains(ss, extra) {
+				ss = append(ss[:len(ss):len(ss)], extra)
+			}
 		}
 		// Rounds alternate the servers, so that a burst of other work on
 		// the machine lands on one round of each rather than on all of
@@ -315,7 +317,7 @@ func (l *lab) measure(ctx context.Context, cfg config, server string, size int) 
 	for _, k := range cfg.inflight {
 		args := []string{l.exe, "load", "-n", strconv.Itoa(size), "-inflight", strconv.Itoa(k),
 			"-count", strconv.Itoa(cfg.count), "-duration", cfg.duration.String(),
-			"-verify=" + strconv.FormatBool(server != "raw")}
+			"-verify=" + strconv.FormatBool(server != "raw" && server != "rawbatch")}
 		cmd := exec.CommandContext(ctx, "nice", l.pinned(l.cli, loadCPU, args...)...)
 		var errb bytes.Buffer
 		cmd.Stderr = &errb

@@ -11,11 +11,13 @@ import (
 	"net/netip"
 	"os"
 	"runtime/pprof"
+	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/rs/zerolog"
+	"golang.org/x/net/ipv4"
 
 	"github.com/gitmetal/gitmetal/boot/dhcp"
 	"github.com/gitmetal/gitmetal/reconciler/store"
@@ -68,7 +70,7 @@ func fleetStore(n int) (*store.Store, error) {
 	return st, nil
 }
 
-func serverConfig(f roleFlags, st *store.Store) dhcp.Config {
+func serverConfig(f roleFlags, st dhcp.Backend) dhcp.Config {
 	return dhcp.Config{
 		Mode:          dhcp.ModeReservation,
 		Interface:     f.iface,
@@ -83,13 +85,20 @@ func serverConfig(f roleFlags, st *store.Store) dhcp.Config {
 }
 
 // runGitmetal serves with gitmetal's dhcp.Server: the real handler, every
-// option, the worker pool.
-func runGitmetal(ctx context.Context, f roleFlags, stdout io.Writer) error {
+// option, the worker pool. cold makes the store's generation change on
+// every read, so the handler's memo never hits: each packet looks its MAC
+// up in the store and encodes the interface's options, as the first
+// request of each machine after a commit does.
+func runGitmetal(ctx context.Context, f roleFlags, stdout io.Writer, cold bool) error {
 	st, err := fleetStore(f.size)
 	if err != nil {
 		return err
 	}
-	srv, err := dhcp.New(serverConfig(f, st))
+	var b dhcp.Backend = st
+	if cold {
+		b = &coldStore{Store: st}
+	}
+	srv, err := dhcp.New(serverConfig(f, b))
 	if err != nil {
 		return err
 	}
@@ -107,6 +116,14 @@ func runGitmetal(ctx context.Context, f roleFlags, stdout io.Writer) error {
 	fmt.Fprintln(stdout, "ready")
 	return srv.Run(ctx)
 }
+
+// coldStore is a store whose generation is new at every read.
+type coldStore struct {
+	*store.Store
+	gen atomic.Uint64
+}
+
+func (s *coldStore) Generation() uint64 { return s.gen.Add(1) }
 
 // runServer4 serves the same handler through insomniacslk's server4, which
 // starts a goroutine per packet, for comparison with gitmetal's pool.
@@ -171,8 +188,10 @@ func replySize() (int, error) {
 
 // runRaw is the harness's ceiling: one read loop that turns each request
 // into a reply of gitmetal's size (op, message type patched, nothing
-// looked up) and writes it back to the sender.
-func runRaw(ctx context.Context, f roleFlags, stdout io.Writer) error {
+// looked up) and writes it back to the sender. With batch > 1 it reads
+// and writes that many packets per system call (recvmmsg, sendmmsg), as
+// gitmetal's workers do: the ceiling of that technique.
+func runRaw(ctx context.Context, f roleFlags, stdout io.Writer, batch int) error {
 	size, err := replySize()
 	if err != nil {
 		return err
@@ -186,39 +205,78 @@ func runRaw(ctx context.Context, f roleFlags, stdout io.Writer) error {
 		<-ctx.Done()
 		conn.Close()
 	}()
-	var in, out [1500]byte
+	pc := ipv4.NewPacketConn(conn)
+	in, out := make([]ipv4.Message, batch), make([]ipv4.Message, batch)
+	for i := range in {
+		in[i].Buffers = [][]byte{make([]byte, 1500)}
+		out[i].Buffers = [][]byte{make([]byte, 1500)}
+	}
 	for {
-		n, from, err := conn.ReadFromUDPAddrPort(in[:])
+		var n int
+		var err error
+		if batch == 1 {
+			// One packet per system call, without x/net's batch
+			// bookkeeping: read, write.
+			var from netip.AddrPort
+			n, from, err = conn.ReadFromUDPAddrPort(in[0].Buffers[0])
+			if err == nil {
+				if reply := rawReply(in[0].Buffers[0][:n], out[0].Buffers[0], size); reply != nil {
+					_, err = conn.WriteToUDPAddrPort(reply, from)
+				}
+			}
+		} else if n, err = pc.ReadBatch(in, 0); err == nil {
+			k := 0
+			for i := range n {
+				if reply := rawReply(in[i].Buffers[0][:in[i].N], out[k].Buffers[0][:cap(out[k].Buffers[0])], size); reply != nil {
+					out[k].Buffers[0], out[k].Addr = reply, in[i].Addr
+					k++
+				}
+			}
+			for sent := 0; sent < k && err == nil; {
+				var m int
+				m, err = pc.WriteBatch(out[sent:k], 0)
+				sent += m
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		if n < 241 {
-			continue
-		}
-		copy(out[:], in[:n])
-		clear(out[n:size])
-		out[0] = byte(dhcpv4.OpcodeBootReply)
-		for i := 240; i+2 < n; i += 2 + int(out[i+1]) {
-			if out[i] == 53 {
-				switch out[i+2] {
-				case byte(dhcpv4.MessageTypeDiscover):
-					out[i+2] = byte(dhcpv4.MessageTypeOffer)
-				case byte(dhcpv4.MessageTypeRequest):
-					out[i+2] = byte(dhcpv4.MessageTypeAck)
-				}
-				break
+	}
+}
+
+// rawBatch is the batch of the rawbatch role: gitmetal's.
+const rawBatch = dhcp.BatchSize
+
+// rawReply turns request req into a reply of at least size bytes in out:
+// op and message type patched, the rest copied. It returns nil for what
+// is too short to be DHCP.
+func rawReply(req, out []byte, size int) []byte {
+	n := len(req)
+	if n < 241 {
+		return nil
+	}
+	out = out[:max(size, n)]
+	copy(out, req)
+	clear(out[n:])
+	out[0] = byte(dhcpv4.OpcodeBootReply)
+	for i := 240; i+2 < n; i += 2 + int(out[i+1]) {
+		if out[i] == 53 {
+			switch out[i+2] {
+			case byte(dhcpv4.MessageTypeDiscover):
+				out[i+2] = byte(dhcpv4.MessageTypeOffer)
+			case byte(dhcpv4.MessageTypeRequest):
+				out[i+2] = byte(dhcpv4.MessageTypeAck)
 			}
-			if out[i] == 255 || out[i] == 0 {
-				break
-			}
+			break
 		}
-		if _, err := conn.WriteToUDPAddrPort(out[:max(size, n)], from); err != nil && ctx.Err() == nil {
-			return err
+		if out[i] == 255 || out[i] == 0 {
+			break
 		}
 	}
+	return out
 }
 
 // loadResult is what the load role prints: the warm-up and the run.
