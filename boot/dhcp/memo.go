@@ -48,6 +48,9 @@ type known struct {
 	hw    *schema.Hardware
 	iface *schema.Interface
 	opts  *ifaceOptions // reservation mode; nil in proxy mode
+	// settings are the repository settings opts were built with, nil
+	// when the interface needed none of them.
+	settings *schema.Settings
 }
 
 // ifaceOptions is an interface's part of a reservation reply. The ACK of
@@ -66,10 +69,10 @@ func (h *Handler) lookup(r *request) error {
 	key := [6]byte(r.req.ClientHWAddr)
 	gen := h.backend.Generation()
 	h.memo.mu.RLock()
-	k := h.memo.m[key]
+	old := h.memo.m[key]
 	h.memo.mu.RUnlock()
-	if k != nil && k.gen == gen {
-		r.mac, r.hw, r.iface, r.opts = k.iface.MAC, k.hw, k.iface, k.opts
+	if old != nil && old.gen == gen {
+		r.mac, r.hw, r.iface, r.opts = old.iface.MAC, old.hw, old.iface, old.opts
 		return nil
 	}
 	r.mac = r.req.ClientHWAddr.String()
@@ -87,9 +90,18 @@ func (h *Handler) lookup(r *request) error {
 		return nil
 	}
 	r.hw, r.iface = hw, iface
-	k = &known{gen: gen, hw: hw, iface: iface}
+	k := &known{gen: gen, hw: hw, iface: iface}
 	if h.mode == ModeReservation {
-		k.opts = h.buildIfaceOptions(r)
+		if old != nil && old.iface == iface && old.opts != nil && (old.settings == nil || old.settings == r.repoSettings()) {
+			// A commit that left this machine alone (the store holds
+			// the same value) and the settings it used: the options
+			// are what they were. The old entry holds both values, so
+			// neither address can have been reused for others.
+			k.opts, k.settings = old.opts, old.settings
+		} else {
+			k.opts = h.buildIfaceOptions(r)
+			k.settings = r.settings
+		}
 		r.opts = k.opts
 		if r.err != nil {
 			return nil

@@ -25,7 +25,8 @@
 // commit), as in a boot storm where each machine asks several times (PXE
 // ROM, iPXE, installer); the cold row makes the store's generation change
 // on every read, so that every packet takes the path of a machine's first
-// request after a commit.
+// request after a commit that did not change it (store lookup, memo
+// update; the options encoded before are kept).
 //
 // Each measurement is bounded in count and time; the whole run takes
 // about two minutes. The bench removes its namespaces and ends the

@@ -40,7 +40,7 @@ func report(w io.Writer, cfg config, rows []measurement, perf []perfRow, took ti
 	fmt.Fprintln(w, "PXE requests for known MACs; server pinned to CPU 0, load generator (test/dhcpload) to CPU 1; one netns pair, one run.")
 	fmt.Fprintln(w, "raw = read a request, write a same-size reply (the harness's ceiling, one packet per system call); rawbatch = the same reading")
 	fmt.Fprintf(w, "and writing %d packets per system call, as gitmetal's workers do; server4 = gitmetal's handler under insomniacslk server4;\n", rawBatch)
-	fmt.Fprintln(w, "cold = gitmetal with its memo never hitting (each packet looks its MAC up in the store, as the first after a commit does).")
+	fmt.Fprintln(w, "cold = gitmetal with the store's generation new at every packet (each looks its MAC up, as the first after a commit does).")
 	fmt.Fprintf(w, "Each figure: median of %d rounds of at most %s (servers alternate between rounds); lost = sum over rounds.\n", cfg.rounds, cfg.duration)
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)

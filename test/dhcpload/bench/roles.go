@@ -87,8 +87,8 @@ func serverConfig(f roleFlags, st dhcp.Backend) dhcp.Config {
 // runGitmetal serves with gitmetal's dhcp.Server: the real handler, every
 // option, the worker pool. cold makes the store's generation change on
 // every read, so the handler's memo never hits: each packet looks its MAC
-// up in the store and encodes the interface's options, as the first
-// request of each machine after a commit does.
+// up in the store, as the first request of each machine after a commit
+// does (the machines are unchanged, so their encoded options are kept).
 func runGitmetal(ctx context.Context, f roleFlags, stdout io.Writer, cold bool) error {
 	st, err := fleetStore(f.size)
 	if err != nil {
