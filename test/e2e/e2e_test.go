@@ -265,7 +265,7 @@ func actionSummary(r *protocol.Run) string {
 // image whole.
 func checkFetched(t *testing.T, imgs *imageServer, path string, c vmCase) {
 	t.Helper()
-	gets := imgs.fetches(path)
+	gets := imgs.access.Requests(path)
 	ok := false
 	for _, g := range gets {
 		if g.Remote != c.machineIP().String() {

@@ -11,9 +11,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/gitmetal/gitmetal/test/e2e/diskimage"
 	"github.com/gitmetal/gitmetal/test/netlab"
@@ -221,15 +222,9 @@ func (l *lab) dial(ctx context.Context, network, addr string) (net.Conn, error) 
 // imageServer serves the OS images over HTTP inside the namespace, as a
 // site's image mirror would, and records who fetched what.
 type imageServer struct {
-	base string // http://10.78.x.1:port
-	srv  *http.Server
-	mu   sync.Mutex
-	gets []imageGet
-}
-
-type imageGet struct {
-	Path, Remote, Range string
-	Status              int
+	base   string // http://10.78.x.1:port
+	srv    *http.Server
+	access *netlab.AccessLog
 }
 
 // newImageServer serves files (URL path → file) on the server's address.
@@ -239,19 +234,14 @@ func newImageServer(t *testing.T, l *lab, files map[string]string) *imageServer 
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &imageServer{base: "http://" + ln.Addr().String()}
+	s := &imageServer{base: "http://" + ln.Addr().String(), access: netlab.NewAccessLog(zerolog.Nop())}
 	mux := http.NewServeMux()
 	for p, file := range files {
 		mux.HandleFunc("GET "+p, func(w http.ResponseWriter, r *http.Request) {
-			rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-			http.ServeFile(rec, r, file) // Range support for image2disk's resume
-			host, _, _ := net.SplitHostPort(r.RemoteAddr)
-			s.mu.Lock()
-			s.gets = append(s.gets, imageGet{Path: r.URL.Path, Remote: host, Range: r.Header.Get("Range"), Status: rec.status})
-			s.mu.Unlock()
+			http.ServeFile(w, r, file) // Range support for image2disk's resume
 		})
 	}
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+	s.srv = &http.Server{Handler: s.access.Wrap(mux), ReadHeaderTimeout: 30 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- s.srv.Serve(ln) }()
 	t.Cleanup(func() {
@@ -263,30 +253,4 @@ func newImageServer(t *testing.T, l *lab, files map[string]string) *imageServer 
 		}
 	})
 	return s
-}
-
-// fetches returns the requests for path so far.
-func (s *imageServer) fetches(path string) []imageGet {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []imageGet
-	for _, g := range s.gets {
-		if g.Path == path {
-			out = append(out, g)
-		}
-	}
-	return out
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if !r.wrote {
-		r.status, r.wrote = code, true
-	}
-	r.ResponseWriter.WriteHeader(code)
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -71,7 +70,7 @@ type lab struct {
 	ra     *netlab.RAResponder
 	logs   *logSink // DHCP, HTTP, iPXE, runner
 	tftp   *logSink // the TFTP helper process's log
-	access *accessLog
+	access *netlab.AccessLog
 
 	installerFiles map[string]int64 // installer file name → size
 }
@@ -373,8 +372,8 @@ func newLab(t *testing.T, c vmCase, img *qemu.Image) *lab {
 	mux := http.NewServeMux()
 	ih.Register(mux)
 	l.runner.Register(mux)
-	l.access = &accessLog{log: log.With().Str("component", "http").Logger()}
-	httpSrv := &http.Server{Handler: l.access.wrap(mux), ReadHeaderTimeout: 30 * time.Second}
+	l.access = netlab.NewAccessLog(log.With().Str("component", "http").Logger())
+	httpSrv := &http.Server{Handler: l.access.Wrap(mux), ReadHeaderTimeout: 30 * time.Second}
 	l.tftp = startTFTP(t, l.ns, ipxeBin, l.results)
 
 	runCtx, stop := context.WithCancel(context.Background())
@@ -491,66 +490,4 @@ func (s *logSink) entries(want map[string]string) []map[string]any {
 		}
 	}
 	return out
-}
-
-// accessLog records every request of the boot HTTP server: the server-side
-// proof of what the firmware fetched.
-type accessLog struct {
-	log zerolog.Logger
-	mu  sync.Mutex
-	all []access
-}
-
-type access struct {
-	Method, Path, Remote string
-	Status               int
-	Bytes                int64
-}
-
-func (a *accessLog) wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rw := &recorder{ResponseWriter: w, status: http.StatusOK}
-		h.ServeHTTP(rw, r)
-		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		e := access{Method: r.Method, Path: r.URL.Path, Remote: host, Status: rw.status, Bytes: rw.bytes}
-		a.log.Info().Str("method", e.Method).Str("path", e.Path).Str("remote", e.Remote).
-			Int("status", e.Status).Int64("bytes", e.Bytes).Str("range", r.Header.Get("Range")).Msg("http request")
-		a.mu.Lock()
-		a.all = append(a.all, e)
-		a.mu.Unlock()
-	})
-}
-
-// requests returns the requests for path so far.
-func (a *accessLog) requests(path string) []access {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []access
-	for _, e := range a.all {
-		if e.Path == path {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-type recorder struct {
-	http.ResponseWriter
-	status int
-	bytes  int64
-	wrote  bool
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if !r.wrote {
-		r.status, r.wrote = code, true
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(p []byte) (int, error) {
-	r.wrote = true
-	n, err := r.ResponseWriter.Write(p)
-	r.bytes += int64(n)
-	return n, err
 }

@@ -172,7 +172,7 @@ func (l *lab) checkHTTP(t *testing.T) {
 		want["/installer/"+name] = size
 	}
 	for path, size := range want {
-		reqs := l.access.requests(path)
+		reqs := l.access.Requests(path)
 		whole := false
 		for _, r := range reqs {
 			if r.Remote != l.c.machineIP().String() {
