@@ -36,6 +36,7 @@ const clientTimeout = 90 * time.Second
 // lab is a server namespace running gitmetal's DHCP server and a client
 // namespace to run clients in.
 type lab struct {
+	srv  *Server
 	p    *netlab.Pair
 	st   *store.Store
 	dir  string
@@ -58,6 +59,7 @@ func newLab(t *testing.T, mode Mode, fleet *schema.Fleet) *lab {
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	l.srv = srv
 	go func() { done <- srv.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()

@@ -11,8 +11,10 @@
 //     (recvmmsg), parse each (parseInto: dhcpv4.FromBytes's result
 //     without its copies, held to it by FuzzParse), hand it to the
 //     Handler, and write the replies in one sendmmsg where RFC 2131 §4.1
-//     says (replyDestination); a panic is recovered per packet; Run
-//     returns when its context ends. It holds no DHCP policy.
+//     says (replyDestination); a panic is recovered per packet, a reply
+//     the kernel refuses is dropped alone; it counts requests by result,
+//     replies sent and failures (WriteMetrics); Run returns when its
+//     context ends. It holds no DHCP policy.
 //     It is its own read loop rather than insomniacslk's server4, whose
 //     Serve starts an unbounded goroutine per packet and allocates per
 //     read; the bench (test/dhcpload/bench) measures both.

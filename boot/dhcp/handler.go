@@ -73,6 +73,38 @@ func (n Note) String() string {
 	return fmt.Sprintf("note(%d)", uint8(n))
 }
 
+// numNotes is how many notes there are: NoteUnsupported is the last.
+const numNotes = int(NoteUnsupported) + 1
+
+// label names the note in metrics.
+func (n Note) label() string {
+	switch n {
+	case NoteReply:
+		return "reply"
+	case NoteNAK:
+		return "nak"
+	case NoteInvalid:
+		return "invalid"
+	case NoteUnknownMAC:
+		return "unknown_mac"
+	case NoteDisabled:
+		return "disabled"
+	case NoteNoAddress:
+		return "no_address"
+	case NoteNotNetboot:
+		return "not_netboot"
+	case NoteOtherServer:
+		return "other_server"
+	case NoteRelease:
+		return "release"
+	case NoteDecline:
+		return "decline"
+	case NoteUnsupported:
+		return "unsupported"
+	}
+	return fmt.Sprintf("note_%d", uint8(n))
+}
+
 // Result is the handler's answer to one request.
 type Result struct {
 	// Reply is the reply to send, or nil for none.

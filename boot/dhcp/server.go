@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -34,6 +36,15 @@ type Server struct {
 	unknown *logLimiter
 	running atomic.Bool
 	close   sync.Once
+	stats   counters
+}
+
+// counters are the server's metrics (WriteMetrics).
+type counters struct {
+	requests                        [numNotes]atomic.Uint64 // by the handler's note
+	malformed                       atomic.Uint64           // datagrams that are not DHCP
+	storeErrors, panics, sendErrors atomic.Uint64
+	sent                            atomic.Uint64 // replies the kernel took
 }
 
 // listener is one bound socket and the port it serves.
@@ -272,17 +283,26 @@ func (s *Server) serve(ctx context.Context, l *listener) {
 // the kernel refuses is logged and skipped; the others still go.
 func (s *Server) send(pc *ipv4.PacketConn, l *listener, msgs []ipv4.Message) {
 	for len(msgs) > 0 {
+		// sendmmsg sends what it can; an error is about the first message
+		// it could not send, and is reported (n = -1) only when that one
+		// is first in the batch.
 		n, err := pc.WriteBatch(msgs, 0)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// The first message of what is left failed: a reply to an
-			// unreachable address, say. Drop it and go on.
-			s.log.Warn().Err(err).Int("port", l.port).Stringer("to", msgs[n].Addr.(*net.UDPAddr)).Msg("dhcp reply not sent")
-			n++
-		}
+		n = min(max(n, 0), len(msgs))
+		s.stats.sent.Add(uint64(n))
 		msgs = msgs[n:]
+		switch {
+		case err == nil && n > 0:
+			continue
+		case errors.Is(err, net.ErrClosed):
+			return
+		case len(msgs) == 0:
+			return
+		}
+		// msgs[0] was refused: a reply to an address the host may not
+		// send to, say. Drop it and go on with the others.
+		s.stats.sendErrors.Add(1)
+		s.log.Warn().Err(err).Int("port", l.port).Stringer("to", msgs[0].Addr.(*net.UDPAddr)).Msg("dhcp reply not sent")
+		msgs = msgs[1:]
 	}
 }
 
@@ -294,25 +314,50 @@ func (s *Server) send(pc *ipv4.PacketConn, l *listener, msgs []ipv4.Message) {
 func (s *Server) answer(l *listener, pkt []byte, from netip.AddrPort, req *dhcpv4.DHCPv4, out []byte, sc *scratch) (reply []byte, dst netip.AddrPort, ok bool) {
 	defer func() {
 		if v := recover(); v != nil {
+			s.stats.panics.Add(1)
 			s.log.Error().Str("panic", fmt.Sprint(v)).Bytes("stack", debug.Stack()).
 				Stringer("from", from).Hex("packet", pkt).Msg("dhcp handler panic, packet dropped")
 			reply, dst, ok = nil, netip.AddrPort{}, false
 		}
 	}()
 	if err := parseInto(req, pkt); err != nil {
+		s.stats.malformed.Add(1)
 		s.log.Debug().Err(err).Stringer("from", from).Msg("malformed dhcp packet")
 		return nil, netip.AddrPort{}, false
 	}
 	res, err := s.handler.handle(req, l.port, sc)
 	if err != nil {
+		s.stats.storeErrors.Add(1)
 		s.log.Error().Err(err).Stringer("mac", req.ClientHWAddr).Msg("dhcp handler failed")
 		return nil, netip.AddrPort{}, false
+	}
+	if int(res.Note) < numNotes {
+		s.stats.requests[res.Note].Add(1)
 	}
 	s.logResult(req, res)
 	if res.Reply == nil {
 		return nil, netip.AddrPort{}, false
 	}
 	return res.Reply.AppendTo(out), replyDestination(req, res.Reply, from, l.port), true
+}
+
+// WriteMetrics writes the server's counters in Prometheus text format
+// (see the reconciler API's MetricsWriter).
+func (s *Server) WriteMetrics(w io.Writer) error {
+	var b strings.Builder
+	b.WriteString("# HELP gitmetal_dhcp_requests_total DHCP requests handled, by result: reply (OFFER or ACK), nak, or why there was none.\n# TYPE gitmetal_dhcp_requests_total counter\n")
+	for n := range numNotes {
+		fmt.Fprintf(&b, "gitmetal_dhcp_requests_total{result=%q} %d\n", Note(n).label(), s.stats.requests[n].Load())
+	}
+	b.WriteString("# HELP gitmetal_dhcp_replies_sent_total DHCP replies handed to the kernel.\n# TYPE gitmetal_dhcp_replies_sent_total counter\n")
+	fmt.Fprintf(&b, "gitmetal_dhcp_replies_sent_total %d\n", s.stats.sent.Load())
+	b.WriteString("# HELP gitmetal_dhcp_malformed_total Datagrams on the DHCP ports that were not DHCP messages.\n# TYPE gitmetal_dhcp_malformed_total counter\n")
+	fmt.Fprintf(&b, "gitmetal_dhcp_malformed_total %d\n", s.stats.malformed.Load())
+	b.WriteString("# HELP gitmetal_dhcp_errors_total Requests dropped by a failure: the store could not be read, the handler panicked, or the reply could not be sent.\n# TYPE gitmetal_dhcp_errors_total counter\n")
+	fmt.Fprintf(&b, "gitmetal_dhcp_errors_total{kind=\"store\"} %d\ngitmetal_dhcp_errors_total{kind=\"panic\"} %d\ngitmetal_dhcp_errors_total{kind=\"send\"} %d\n",
+		s.stats.storeErrors.Load(), s.stats.panics.Load(), s.stats.sendErrors.Load())
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // logResult logs what the handler decided: replies at debug level,

@@ -228,3 +228,83 @@ func TestProxyPXEPort(t *testing.T) {
 		return
 	}
 }
+
+// TestSendErrorKeepsServing: a reply the kernel refuses is counted and
+// dropped, and the server goes on answering. The refusal is real: a
+// netfilter rule in the server's namespace drops what it sends to one
+// relay, which makes sendmmsg fail with EPERM. (A missing route would
+// not do: a socket bound to an interface sends anything it has no route
+// for on that interface.)
+func TestSendErrorKeepsServing(t *testing.T) {
+	t.Parallel()
+	nft := netlab.NeedTool(t, "nft")
+	l := newLab(t, ModeProxy, testFleet())
+	const relay = "192.0.2.1" // TEST-NET-1
+	for _, args := range [][]string{
+		{"add", "table", "ip", "t"},
+		{"add", "chain", "ip", "t", "out", "{ type filter hook output priority 0; }"},
+		{"add", "rule", "ip", "t", "out", "ip", "daddr", relay, "drop"},
+	} {
+		if out, err := l.p.Server.Run(context.Background(), append([]string{nft}, args...)...); err != nil {
+			t.Fatalf("nft %v: %v\n%s", args, err, out)
+		}
+	}
+	netlab.Must(t, l.p.Client.AddAddr(l.p.ClientIf, "10.10.0.50/24"))
+	l.setMAC(t, macFull)
+	conn, err := l.p.Client.ListenPacket("udp4", "10.10.0.50:68")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	metric := func(name string) string {
+		var b strings.Builder
+		if err := l.srv.WriteMetrics(&b); err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(b.String(), "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				return v
+			}
+		}
+		t.Fatalf("metrics: no %s in\n%s", name, b.String())
+		return ""
+	}
+
+	refused := newRequest(t, dhcpv4.MessageTypeDiscover, macFull, pxe(iana.EFI_X86_64), relayed(relay))
+	server := &net.UDPAddr{IP: net.IP(testServer.AsSlice()), Port: ServerPort}
+	deadline := time.Now().Add(10 * time.Second)
+	for metric(`gitmetal_dhcp_errors_total{kind="send"}`) == "0" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no send error counted 10 s after requests through a relay the server may not send to")
+		}
+		if _, err := conn.WriteTo(refused.ToBytes(), server); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// The server still answers.
+	req := newRequest(t, dhcpv4.MessageTypeRequest, macFull, pxe(iana.EFI_X86_64), withCiaddr("10.10.0.50"))
+	dst := &net.UDPAddr{IP: net.IP(testServer.AsSlice()), Port: PXEPort}
+	buf := make([]byte, 1500)
+	for attempt := 1; ; attempt++ {
+		if _, err := conn.WriteTo(req.ToBytes(), dst); err != nil {
+			t.Fatal(err)
+		}
+		netlab.Must(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+		if _, _, err := conn.ReadFrom(buf); err == nil {
+			break
+		} else if attempt == 5 {
+			t.Fatalf("no reply on 4011 after the send error: %v", err)
+		}
+	}
+	if got := metric("gitmetal_dhcp_replies_sent_total"); got == "0" {
+		t.Errorf("replies sent: got 0 after an answered request")
+	}
+	if got := metric(`gitmetal_dhcp_requests_total{result="reply"}`); got == "0" || got == "1" {
+		t.Errorf("requests with a reply: got %s, want the refused ones and the answered one", got)
+	}
+	if !strings.Contains(l.logs.String(), "dhcp reply not sent") {
+		t.Errorf("log: no line about the reply not sent")
+	}
+}

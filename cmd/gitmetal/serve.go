@@ -348,6 +348,7 @@ func serve(ctx context.Context, f serveFlags, log zerolog.Logger) error {
 		}
 		defer ds.Close()
 		services = append(services, service{"dhcp", ds.Run})
+		metrics = append(metrics, ds)
 		if f.tftpListen == "" {
 			// PXE firmware fetches iPXE over TFTP from next-server.
 			f.tftpListen = net.JoinHostPort(adv.String(), "69")

@@ -133,6 +133,7 @@ func story(t *testing.T, e *env, c vmCase) {
 	m.provision(run1.ID)
 	checkRun(t, d, run1.ID)
 	checkFetched(t, imgs, "/images/os-v1.img.zst", c)
+	checkBootMetrics(t, d, c)
 	checkResult(m.bootDisk(), "v1")
 	journal := filepath.Join(d.stateDir, "runner.db")
 	if st, err := os.Stat(journal); err != nil || st.Size() == 0 {
@@ -259,6 +260,32 @@ func actionSummary(r *protocol.Run) string {
 		fmt.Fprintf(&b, "\n    %-15s %-8s %8v attempt %d %s", a.Step.Name, a.State, time.Duration(a.Elapsed).Round(10*time.Millisecond), a.Attempt, a.Message)
 	}
 	return b.String()
+}
+
+// checkBootMetrics checks that /metrics counts what the boot took: DHCP
+// replies sent, and under UEFI the TFTP transfer of ipxe.efi (SeaBIOS
+// boots the NIC's iPXE ROM, which needs no TFTP).
+func checkBootMetrics(t *testing.T, d *daemon, c vmCase) {
+	t.Helper()
+	var text string
+	if err := d.get("/metrics", &text); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{`gitmetal_dhcp_requests_total{result="reply"}`, "gitmetal_dhcp_replies_sent_total"}
+	if c.uefi() {
+		names = append(names, "gitmetal_tftp_transfers_total")
+	}
+	for _, name := range names {
+		v := ""
+		for _, line := range strings.Split(text, "\n") {
+			if rest, ok := strings.CutPrefix(line, name+" "); ok {
+				v = rest
+			}
+		}
+		if v == "" || v == "0" {
+			t.Errorf("/metrics: %s is %q, want more than 0 after a netboot", name, v)
+		}
+	}
 }
 
 // checkFetched checks that the VM, by its reserved address, fetched the
