@@ -120,8 +120,9 @@ type Result struct {
 }
 
 // Handler decides the reply to a request from the store. It is safe for
-// concurrent use. What it keeps between requests is the memo of encoded
-// interface options, which only saves work (see memo.go).
+// concurrent use. What it keeps between requests is its memo of what it
+// found for each MAC, used only at the store generation it was found at,
+// so it saves work and changes no answer (see memo.go).
 type Handler struct {
 	mode         Mode
 	serverID     netip.Addr // AdvertiseAddr
