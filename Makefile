@@ -15,10 +15,14 @@ INSTALLER_FIRMWARE   ?=
 INSTALLER_KERNEL_ABI ?=
 INSTALLER_BUSYBOX    ?=
 
-.PHONY: help build run test vet fmt-check lint fuzz bench clean ipxe installer e2e demo
+.PHONY: help build run deps test vet fmt-check lint fuzz bench clean ipxe installer e2e demo
+
+# Where .ci/deps unpacks cloud-init's code for hegel's tests.
+GITMETAL_CLOUDINIT_PYTHONPATH ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/gitmetal/cloud-init/root/usr/lib/python3/dist-packages
+export GITMETAL_CLOUDINIT_PYTHONPATH
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 build: ## build bin/gitmetal
 	$(GO) build -o $(BIN) ./cmd/gitmetal
@@ -26,7 +30,10 @@ build: ## build bin/gitmetal
 run: build ## start gitmetal on the bundled example fleet (Ctrl-C stops it)
 	$(BIN) serve --repo examples/fleet --listen $(LISTEN) --state-dir $(STATE_DIR) --log-format console
 
-test: vet fmt-check ## everything CI runs: vet, gofmt, go test -race, a short fuzz
+deps: ## install the Debian packages the tests use (as root), unpack cloud-init for hegel's tests
+	.ci/deps
+
+test: deps vet fmt-check ## everything CI runs: vet, gofmt, go test -race, a short fuzz
 	$(GO) test -race -count=1 ./...
 	$(MAKE) fuzz
 
@@ -74,7 +81,7 @@ installer: ## build installer/vmlinuz and installer/initramfs.cpio.gz (drivers: 
 		-modules "$(INSTALLER_MODULES)" -firmware "$(INSTALLER_FIRMWARE)" \
 		$(if $(INSTALLER_KERNEL_ABI),-abi $(INSTALLER_KERNEL_ABI)) $(if $(filter 1 yes true,$(INSTALLER_BUSYBOX)),-busybox)
 
-e2e: ipxe installer ## the story end to end: BIOS and UEFI VMs provisioned from git commits (root; ~5 min)
+e2e: deps ipxe installer ## the story end to end: BIOS and UEFI VMs provisioned from git commits (root; ~5 min)
 	GITMETAL_E2E=1 $(GO) test -count=1 -timeout 30m -v -run '^TestE2E$$' ./test/e2e/
 
 demo: ipxe installer ## one VM provisioned from a local git repository, left running to watch (Ctrl-C ends it)
