@@ -24,6 +24,7 @@ import (
 	"github.com/gitmetal/gitmetal/runner/protocol"
 	"github.com/gitmetal/gitmetal/schema"
 	"github.com/gitmetal/gitmetal/test/fleetgen"
+	"github.com/gitmetal/gitmetal/test/logbuf"
 )
 
 // waitFor is the bound of every wait for a milestone: generous, for a
@@ -145,7 +146,7 @@ type harness struct {
 	now *clock
 	// sentinel numbers the sentinel workflows of sync.
 	// logs holds the runner's log lines.
-	logs         *syncBuffer
+	logs         *logbuf.Buffer
 	sentinel     int
 	sentinelObjs []any
 	// stop shuts the runner and its server down (also at cleanup).
@@ -196,7 +197,7 @@ func (h *harness) start() {
 	t := h.t
 	t.Helper()
 	if h.logs == nil {
-		h.logs = &syncBuffer{}
+		h.logs = &logbuf.Buffer{}
 	}
 	log := zerolog.New(h.logs).Level(zerolog.DebugLevel)
 	if testing.Verbose() {

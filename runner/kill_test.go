@@ -1,7 +1,6 @@
 package runner_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,7 +13,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +23,7 @@ import (
 	"github.com/gitmetal/gitmetal/reconciler/store"
 	"github.com/gitmetal/gitmetal/runner"
 	"github.com/gitmetal/gitmetal/runner/protocol"
+	"github.com/gitmetal/gitmetal/test/logbuf"
 )
 
 // daemonEnv makes the test binary a runner daemon (see daemonMain): the
@@ -111,25 +110,8 @@ func daemonMain(dir string) int {
 // daemon is a child process running daemonMain.
 type daemon struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *logbuf.Buffer
 	done   chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func startDaemon(t *testing.T, dir string, ln *os.File) *daemon {
@@ -137,7 +119,7 @@ func startDaemon(t *testing.T, dir string, ln *os.File) *daemon {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), daemonEnv+"="+dir)
 	cmd.ExtraFiles = []*os.File{ln}
-	d := &daemon{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	d := &daemon{cmd: cmd, stderr: &logbuf.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = d.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -194,7 +176,7 @@ func TestKill9MidRun(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	m := machine(1)
-	agentLog := &syncBuffer{}
+	agentLog := &logbuf.Buffer{}
 	a, err := agent.New(agent.Config{
 		Server: url, Token: string(token), MACs: []string{m.Interfaces[0].MAC}, Executor: shell{},
 		Log:  zerolog.New(zerolog.MultiLevelWriter(agentLog, zerolog.NewTestWriter(t))).Level(zerolog.DebugLevel),

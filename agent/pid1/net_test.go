@@ -1,7 +1,6 @@
 package pid1
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"net/netip"
@@ -22,6 +21,7 @@ import (
 	"github.com/gitmetal/gitmetal/boot/dhcp"
 	"github.com/gitmetal/gitmetal/reconciler/store"
 	"github.com/gitmetal/gitmetal/schema"
+	"github.com/gitmetal/gitmetal/test/logbuf"
 	"github.com/gitmetal/gitmetal/test/netlab"
 )
 
@@ -114,24 +114,6 @@ func TestBroadcastOf(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink tests read while the code under test writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestNetworkUpWithGitmetalDHCP brings up a NIC the way PID 1 does —
 // netlink, nclient4, resolv.conf, host name — against gitmetal's own DHCP
 // server, in a pair of network namespaces, then renews the short lease.
@@ -174,7 +156,7 @@ func TestNetworkUpWithGitmetalDHCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer handle.Close()
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	var hostname string
 	var hmu sync.Mutex
 	resolv := filepath.Join(t.TempDir(), "resolv.conf")

@@ -12,6 +12,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/gitmetal/gitmetal/test/logbuf"
 )
 
 const helperEnv = "GITMETAL_PID1_SUPERVISOR_HELPER"
@@ -39,13 +41,13 @@ func TestSupervisorHelper(t *testing.T) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	sup := newSupervisor(zerolog.New(&logs))
 	go sup.reap()
 
 	// Output reaches the writer line by line, the exit status is told,
 	// and the orphan the command leaves is reaped.
-	var out syncBuffer
+	var out logbuf.Buffer
 	status, err := sup.runOnce("/bin/sh", []string{"sh", "-c", "echo out-line; echo err-line >&2; (sleep 0.3; echo orphan-done) & exit 3"}, &out)
 	if err != nil {
 		t.Fatal(err)

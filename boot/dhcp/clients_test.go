@@ -2,7 +2,6 @@ package dhcp
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 
 	"github.com/gitmetal/gitmetal/reconciler/store"
 	"github.com/gitmetal/gitmetal/schema"
+	"github.com/gitmetal/gitmetal/test/logbuf"
 	"github.com/gitmetal/gitmetal/test/netlab"
 )
 
@@ -40,7 +39,7 @@ type lab struct {
 	p    *netlab.Pair
 	st   *store.Store
 	dir  string
-	logs *syncBuffer
+	logs *logbuf.Buffer
 }
 
 // newLab starts a server in mode for fleet on 10.10.0.1/24.
@@ -48,7 +47,7 @@ func newLab(t *testing.T, mode Mode, fleet *schema.Fleet) *lab {
 	t.Helper()
 	p := netlab.NewPair(t, "dh")
 	netlab.Must(t, p.Server.AddAddr(p.ServerIf, testServer.String()+"/24"))
-	l := &lab{p: p, st: store.TestStore(t, fleet), dir: t.TempDir(), logs: &syncBuffer{}}
+	l := &lab{p: p, st: store.TestStore(t, fleet), dir: t.TempDir(), logs: &logbuf.Buffer{}}
 	c := testConfig(t, mode, l.st)
 	c.Interface = p.ServerIf
 	c.Log = zerolog.New(l.logs).Level(zerolog.DebugLevel)
@@ -203,7 +202,7 @@ initial-interval 1;
 	cmd := l.p.Client.Command(ctx, netlab.NeedTool(t, "dhclient"), "-4", "-d", "-1", "-v",
 		"-cf", conf, "-sf", script, "-lf", filepath.Join(l.dir, leases+".leases"),
 		"-pf", filepath.Join(l.dir, "dhclient.pid"), l.p.ClientIf)
-	var log syncBuffer
+	var log logbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -421,22 +420,4 @@ func pick(env, want map[string]string) map[string]string {
 		}
 	}
 	return got
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's workers and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

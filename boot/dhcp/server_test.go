@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/gitmetal/gitmetal/schema"
+	"github.com/gitmetal/gitmetal/test/logbuf"
 	"github.com/gitmetal/gitmetal/test/netlab"
 )
 
@@ -163,7 +164,7 @@ func TestHandlePacketRecovers(t *testing.T) {
 		{name: "error", backend: errBackend{}, want: "store unavailable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs logbuf.Buffer
 			s := &Server{handler: testHandler(t, testConfig(t, ModeReservation, tc.backend)), log: zerolog.New(&logs)}
 			pkt := newRequest(t, dhcpv4.MessageTypeDiscover, macFull).ToBytes()
 			if _, _, ok := s.answer(&listener{port: ServerPort}, pkt, netip.MustParseAddrPort("0.0.0.0:68"), new(dhcpv4.DHCPv4), nil, new(scratch)); ok {
@@ -195,17 +196,35 @@ func TestRunOff(t *testing.T) {
 func TestProxyPXEPort(t *testing.T) {
 	t.Parallel()
 	l := newLab(t, ModeProxy, testFleet())
+	reply := askPXE(t, pxeClient(t, l))
+	if reply.MessageType() != dhcpv4.MessageTypeAck || reply.BootFileName != "ipxe.efi" || !reply.YourIPAddr.IsUnspecified() {
+		t.Errorf("reply: got %s file %q yiaddr %s, want ACK file ipxe.efi yiaddr 0.0.0.0", reply.MessageType(), reply.BootFileName, reply.YourIPAddr)
+	}
+}
+
+// pxeClient gives the lab's client macFull and the address 10.10.0.50 and
+// returns a socket on its port 68, as a PXE client that has an address
+// from another server.
+func pxeClient(t *testing.T, l *lab) net.PacketConn {
+	t.Helper()
 	netlab.Must(t, l.p.Client.AddAddr(l.p.ClientIf, "10.10.0.50/24"))
 	l.setMAC(t, macFull)
 	conn, err := l.p.Client.ListenPacket("udp4", "10.10.0.50:68")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// askPXE sends macFull's PXE REQUEST to the server's port 4011 from conn
+// and returns the reply. UDP may lose the first packet while neighbours
+// resolve, so it tries up to five times.
+func askPXE(t *testing.T, conn net.PacketConn) *dhcpv4.DHCPv4 {
+	t.Helper()
 	req := newRequest(t, dhcpv4.MessageTypeRequest, macFull, pxe(iana.EFI_X86_64), withCiaddr("10.10.0.50"))
 	dst := &net.UDPAddr{IP: net.IP(testServer.AsSlice()), Port: PXEPort}
 	buf := make([]byte, 1500)
-	// UDP may lose the first packet while neighbours resolve; retry.
 	for attempt := 1; ; attempt++ {
 		if _, err := conn.WriteTo(req.ToBytes(), dst); err != nil {
 			t.Fatal(err)
@@ -222,10 +241,7 @@ func TestProxyPXEPort(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if reply.MessageType() != dhcpv4.MessageTypeAck || reply.BootFileName != "ipxe.efi" || !reply.YourIPAddr.IsUnspecified() {
-			t.Errorf("reply: got %s file %q yiaddr %s, want ACK file ipxe.efi yiaddr 0.0.0.0", reply.MessageType(), reply.BootFileName, reply.YourIPAddr)
-		}
-		return
+		return reply
 	}
 }
 
@@ -249,13 +265,7 @@ func TestSendErrorKeepsServing(t *testing.T) {
 			t.Fatalf("nft %v: %v\n%s", args, err, out)
 		}
 	}
-	netlab.Must(t, l.p.Client.AddAddr(l.p.ClientIf, "10.10.0.50/24"))
-	l.setMAC(t, macFull)
-	conn, err := l.p.Client.ListenPacket("udp4", "10.10.0.50:68")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := pxeClient(t, l)
 	metric := func(name string) string {
 		var b strings.Builder
 		if err := l.srv.WriteMetrics(&b); err != nil {
@@ -284,20 +294,7 @@ func TestSendErrorKeepsServing(t *testing.T) {
 	}
 
 	// The server still answers.
-	req := newRequest(t, dhcpv4.MessageTypeRequest, macFull, pxe(iana.EFI_X86_64), withCiaddr("10.10.0.50"))
-	dst := &net.UDPAddr{IP: net.IP(testServer.AsSlice()), Port: PXEPort}
-	buf := make([]byte, 1500)
-	for attempt := 1; ; attempt++ {
-		if _, err := conn.WriteTo(req.ToBytes(), dst); err != nil {
-			t.Fatal(err)
-		}
-		netlab.Must(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
-		if _, _, err := conn.ReadFrom(buf); err == nil {
-			break
-		} else if attempt == 5 {
-			t.Fatalf("no reply on 4011 after the send error: %v", err)
-		}
-	}
+	askPXE(t, conn)
 	if got := metric("gitmetal_dhcp_replies_sent_total"); got == "0" {
 		t.Errorf("replies sent: got 0 after an answered request")
 	}

@@ -55,6 +55,13 @@ func (b *Binaries) Open(name string) (*os.File, fs.FileInfo, error) {
 		return nil, nil, ErrNotFound
 	}
 	f, err := os.Open(filepath.Join(b.dir, name))
+	return regularFile(name, f, err)
+}
+
+// regularFile returns f, just opened as name (err is the open's), with its
+// file information when it is a regular file; otherwise it closes f and
+// returns an error that wraps ErrNotFound.
+func regularFile(name string, f *os.File, err error) (*os.File, fs.FileInfo, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
@@ -130,19 +137,7 @@ func (t *Tree) Open(name string) (*os.File, fs.FileInfo, error) {
 		return nil, nil, ErrNotFound
 	}
 	f, err := t.root.Open(filepath.FromSlash(name))
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrNotFound, err)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("%w: %w", ErrNotFound, err)
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, nil, fmt.Errorf("%w: %s is not a regular file", ErrNotFound, name)
-	}
-	return f, st, nil
+	return regularFile(name, f, err)
 }
 
 // ValidTreePath reports whether name is a relative slash-separated path of

@@ -6,7 +6,6 @@ package cli
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -14,12 +13,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gitmetal/gitmetal/test/gittest"
+	"github.com/gitmetal/gitmetal/test/logbuf"
 )
 
 // buildGitmetal builds the binary once per test binary run.
@@ -38,24 +37,7 @@ type daemon struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	url  string
-	logs *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	logs *logbuf.Buffer
 }
 
 func startDaemon(t *testing.T, bin string, args ...string) *daemon {
@@ -68,7 +50,7 @@ func startDaemon(t *testing.T, bin string, args ...string) *daemon {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, cmd: cmd, logs: &lockedBuffer{}}
+	d := &daemon{t: t, cmd: cmd, logs: &logbuf.Buffer{}}
 	t.Cleanup(func() {
 		if d.cmd.ProcessState == nil {
 			d.cmd.Process.Kill()

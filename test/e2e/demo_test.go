@@ -115,18 +115,7 @@ var demoLines = regexp.MustCompile(`gitmetal: (.*booting from the local disk|boo
 func (m *machine) cycle(ctx context.Context, boot int, dir string) {
 	m.t.Helper()
 	m.boots++
-	vm, err := qemu.Start(ctx, qemu.Config{
-		Firmware:  m.l.c.fw,
-		NetNS:     m.l.ns.Name,
-		Tap:       tap,
-		MAC:       m.l.c.mac,
-		NoROM:     m.l.c.uefi(),
-		Disk:      m.disk,
-		MemoryMB:  1024,
-		Timeout:   bootTimeout,
-		Dir:       dir,
-		ExtraArgs: firmwareArgs(m.l.c),
-	})
+	vm, err := qemu.Start(ctx, m.vmConfig(dir))
 	if err != nil {
 		m.t.Fatal(err)
 	}

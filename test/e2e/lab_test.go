@@ -130,32 +130,11 @@ func ipxeDir(t *testing.T, root string) string {
 	return ""
 }
 
-// resultsDir makes the directory every log of the test goes to. It is
-// removed when the test passes (unless GITMETAL_E2E_KEEP=1) and kept, with
-// its path in the test log, when it fails. Register it first, so it is
-// cleaned up last.
+// resultsDir makes the directory every log of the test goes to; it is
+// kept when the test fails, or when GITMETAL_E2E_KEEP=1.
 func resultsDir(t *testing.T) string {
 	t.Helper()
-	base := os.Getenv("GITMETAL_TEST_RESULTS")
-	if base == "" {
-		base = filepath.Join(os.TempDir(), "gitmetal-results")
-	}
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp(base, strings.ReplaceAll(t.Name(), "/", "_")+"-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("GITMETAL_E2E_KEEP") == "1" {
-			t.Logf("results kept in %s: serial consoles (boot-*/serial.log), daemon.log, state/ (journal %s), repo-log.txt",
-				dir, filepath.Join(dir, "state", "runner.db"))
-			return
-		}
-		os.RemoveAll(dir)
-	})
-	return dir
+	return qemu.ResultsDir(t, "GITMETAL_E2E_KEEP", "serial consoles (boot-*/serial.log), daemon.log, state/ (the journal: state/runner.db), repo-log.txt")
 }
 
 // lab is one case's network namespace: a bridge with the server's

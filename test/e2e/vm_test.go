@@ -84,6 +84,24 @@ func firmwareArgs(c vmCase) []string {
 	return nil
 }
 
+// vmConfig is the machine's VM, its files in dir. UEFI: OVMF's own PXE
+// client fetches ipxe.efi over TFTP, as on a real server; BIOS: the NIC's
+// iPXE ROM, as QEMU ships it.
+func (m *machine) vmConfig(dir string) qemu.Config {
+	return qemu.Config{
+		Firmware:  m.l.c.fw,
+		NetNS:     m.l.ns.Name,
+		Tap:       tap,
+		MAC:       m.l.c.mac,
+		NoROM:     m.l.c.uefi(),
+		Disk:      m.disk,
+		MemoryMB:  1024,
+		Timeout:   bootTimeout,
+		Dir:       dir,
+		ExtraArgs: firmwareArgs(m.l.c),
+	}
+}
+
 // power runs one boot: QEMU from power-on until it exits (the OS powers
 // off, or the workflow reboots: QEMU runs with -no-reboot), checking the
 // milestones in order on the way. It returns the matching lines.
@@ -96,20 +114,7 @@ func (m *machine) power(what string, milestones []milestone) []string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 	defer cancel()
-	vm, err := qemu.Start(ctx, qemu.Config{
-		Firmware: m.l.c.fw,
-		NetNS:    m.l.ns.Name,
-		Tap:      tap,
-		MAC:      m.l.c.mac,
-		// UEFI: OVMF's own PXE client fetches ipxe.efi over TFTP, as on
-		// a real server; BIOS: the NIC's iPXE ROM, as QEMU ships it.
-		NoROM:     m.l.c.uefi(),
-		Disk:      m.disk,
-		MemoryMB:  1024,
-		Timeout:   bootTimeout,
-		Dir:       dir,
-		ExtraArgs: firmwareArgs(m.l.c),
-	})
+	vm, err := qemu.Start(ctx, m.vmConfig(dir))
 	if err != nil {
 		m.t.Fatal(err)
 	}

@@ -132,31 +132,11 @@ func ipxeDir(t *testing.T) string {
 	return ""
 }
 
-// resultsDir makes the directory the serial console and the servers' logs
-// go to. It is removed when the test passes (unless GITMETAL_TEST_KEEP=1)
-// and kept, with its path in the test log, when it fails. Register it
-// first, so it is cleaned up last.
+// resultsDir makes the directory every log of the test goes to; it is
+// kept when the test fails, or when GITMETAL_TEST_KEEP=1.
 func resultsDir(t *testing.T) string {
 	t.Helper()
-	base := os.Getenv("GITMETAL_TEST_RESULTS")
-	if base == "" {
-		base = filepath.Join(os.TempDir(), "gitmetal-results")
-	}
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp(base, strings.ReplaceAll(t.Name(), "/", "_")+"-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("GITMETAL_TEST_KEEP") == "1" {
-			t.Logf("serial console, QEMU output and server logs kept in %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
-	return dir
+	return qemu.ResultsDir(t, "GITMETAL_TEST_KEEP", "serial console, QEMU output and server logs")
 }
 
 // writeFleet writes the repository: settings naming the installer files,

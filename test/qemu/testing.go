@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -72,4 +74,34 @@ func Run(t testing.TB, cfg Config) *VM {
 		}
 	})
 	return vm
+}
+
+// ResultsDir makes the directory a VM test writes its logs to (serial
+// consoles, QEMU's output, the servers' logs), under
+// $GITMETAL_TEST_RESULTS or the temporary directory's gitmetal-results.
+// It is removed when the test passes, unless the environment variable
+// keepEnv is 1, and kept, with its path and what (a list of what is in it)
+// in the test log, when it fails. Register it first, so it is cleaned up
+// last.
+func ResultsDir(t testing.TB, keepEnv, what string) string {
+	t.Helper()
+	base := os.Getenv("GITMETAL_TEST_RESULTS")
+	if base == "" {
+		base = filepath.Join(os.TempDir(), "gitmetal-results")
+	}
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp(base, strings.ReplaceAll(t.Name(), "/", "_")+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv(keepEnv) == "1" {
+			t.Logf("results kept in %s: %s", dir, what)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return dir
 }
