@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/rs/zerolog"
@@ -16,6 +15,7 @@ import (
 	"github.com/gitmetal/gitmetal/reconciler/store"
 	"github.com/gitmetal/gitmetal/schema"
 	"github.com/gitmetal/gitmetal/test/gittest"
+	"github.com/gitmetal/gitmetal/test/poll"
 )
 
 const exampleFleet = "../examples/fleet"
@@ -206,7 +206,7 @@ func TestRestartUsesValidationCache(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h1.rec.Run(ctx) }()
-	waitFor(t, func() bool { return h1.rec.Status().AppliedRevision == head })
+	poll.Until(t, "the head applied", func() bool { return h1.rec.Status().AppliedRevision == head })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -293,18 +293,6 @@ func TestUnsignedCommitRefused(t *testing.T) {
 	}
 }
 
-// waitFor polls cond for up to 10 s.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestSignatureCheckSurvivesRestart: an unsigned commit that arrived while
 // the daemon was down is refused after the restart, even under a signed
 // head: the check resumes from the revision applied before.
@@ -327,7 +315,7 @@ func TestSignatureCheckSurvivesRestart(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- h.rec.Run(ctx) }()
-		waitFor(t, func() bool { return until(h.rec.Status()) })
+		poll.Until(t, "the status wanted", func() bool { return until(h.rec.Status()) })
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)

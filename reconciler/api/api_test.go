@@ -22,6 +22,7 @@ import (
 	"github.com/gitmetal/gitmetal/reconciler/store"
 	"github.com/gitmetal/gitmetal/schema"
 	"github.com/gitmetal/gitmetal/test/gittest"
+	"github.com/gitmetal/gitmetal/test/poll"
 )
 
 const secret = "s3cret"
@@ -73,7 +74,7 @@ func (f *fixture) run(t *testing.T) {
 	done := make(chan struct{})
 	go func() { f.rec.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	waitFor(t, func() bool { return f.rec.Ready() })
+	poll.Until(t, "the reconciler ready", func() bool { return f.rec.Ready() })
 }
 
 func (f *fixture) get(t *testing.T, path string) (int, string) {
@@ -105,17 +106,6 @@ func sign(body []byte, key string) string {
 	m := hmac.New(sha256.New, []byte(key))
 	m.Write(body)
 	return hex.EncodeToString(m.Sum(nil))
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestReadEndpoints(t *testing.T) {
@@ -206,7 +196,7 @@ func TestWebhook(t *testing.T) {
 				t.Fatalf("got %d, want %d", got, tt.want)
 			}
 			if tt.want == http.StatusAccepted {
-				waitFor(t, func() bool { return f.rec.Status().AppliedRevision == next })
+				poll.Until(t, "the next revision applied", func() bool { return f.rec.Status().AppliedRevision == next })
 				return
 			}
 			// Nothing happens: the interval is an hour, so only a webhook
