@@ -127,6 +127,10 @@ func readDisks(root string) []protocol.Disk {
 		if d.Serial == "" {
 			d.Serial = vpdSerial(filepath.Join(dir, "device/vpd_pg80"))
 		}
+		if d.Serial == "" {
+			// virtio-blk keeps its serial on the disk, not the device.
+			d.Serial = readTrim(dir, "serial")
+		}
 		out = append(out, d)
 	}
 	return out

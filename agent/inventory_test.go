@@ -80,6 +80,9 @@ core id		: 1
 		"sys/block/nvme0n1/device/serial":               "S649NX0R123456  \n",
 		"sys/block/nvme0n1/queue/rotational":            "0\n",
 		"sys/block/loop0/size":                          "0\n",
+		"sys/block/vdb/size":                            "2048\n",
+		"sys/block/vdb/serial":                          "gitmetal-data\n",
+		"sys/block/vdb/queue/rotational":                "1\n",
 		"dev/disk/by-id/ata-ST2000DM008_ZFL1ABCD":       "-> ../../sda",
 		"dev/disk/by-id/ata-ST2000DM008_ZFL1ABCD-part1": "-> ../../sda1",
 		"dev/disk/by-id/wwn-0x5000c500a1b2c3d4":         "-> ../../sda",
@@ -104,6 +107,7 @@ core id		: 1
 				ByID: []string{"/dev/disk/by-id/nvme-Samsung_SSD_980_1TB_S649"}},
 			{Name: "sda", SizeBytes: 3907029168 * 512, Model: "ST2000DM008-2FR1", Serial: "ZFL1ABCD", Rotational: true,
 				ByID: []string{"/dev/disk/by-id/ata-ST2000DM008_ZFL1ABCD", "/dev/disk/by-id/wwn-0x5000c500a1b2c3d4"}},
+			{Name: "vdb", SizeBytes: 2048 * 512, Serial: "gitmetal-data", Rotational: true},
 		},
 		NICs: []protocol.NIC{
 			{Name: "eno1", MAC: "52:54:00:12:34:56", Driver: "ixgbe", State: "up", SpeedMbps: 10000, MTU: 1500},

@@ -151,6 +151,8 @@ type harness struct {
 	sentinelObjs []any
 	// stop shuts the runner and its server down (also at cleanup).
 	stop func()
+	// keepRuns is the runner's Config.KeepRuns.
+	keepRuns int
 }
 
 // clock is time.Now shifted by an offset the test sets.
@@ -180,11 +182,18 @@ func testLogger(t *testing.T) zerolog.Logger {
 
 func newHarness(t *testing.T, f *schema.Fleet) *harness {
 	t.Helper()
+	return newHarnessKeeping(t, f, 0)
+}
+
+// newHarnessKeeping is newHarness with a runner that keeps keepRuns ended
+// runs per workflow.
+func newHarnessKeeping(t *testing.T, f *schema.Fleet, keepRuns int) *harness {
+	t.Helper()
 	st, err := store.New()
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, st: st, dir: t.TempDir(), now: &clock{}}
+	h := &harness{t: t, st: st, dir: t.TempDir(), now: &clock{}, keepRuns: keepRuns}
 	if f != nil {
 		h.apply(f)
 	}
@@ -207,6 +216,7 @@ func (h *harness) start() {
 		Store:        h.st,
 		StateDir:     h.dir,
 		RetryBackoff: 100 * time.Millisecond,
+		KeepRuns:     h.keepRuns,
 		Log:          log,
 		Now:          h.now.Now,
 	})

@@ -75,7 +75,15 @@ func (o *op) save(run *protocol.Run) error {
 		return errNeedWrite
 	}
 	o.changed = true
-	return o.tx.PutRun(elapsed(run))
+	if err := o.tx.PutRun(elapsed(run)); err != nil {
+		return err
+	}
+	if keep := o.r.cfg.KeepRuns; keep >= 0 && !run.State.Active() {
+		if _, err := o.tx.Prune(run.Workflow, keep); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // elapsed fills in the durations of what has ended.

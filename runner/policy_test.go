@@ -183,6 +183,46 @@ func TestPolicyManual(t *testing.T) {
 	}
 }
 
+// TestKeepRuns: when a run ends, the journal drops its workflow's older
+// ended runs and their logs beyond KeepRuns, but keeps the latest success,
+// which the onChange and manual policies decide from.
+func TestKeepRuns(t *testing.T) {
+	t.Parallel()
+	h := newHarnessKeeping(t, nil, 1)
+	m := machine(1)
+	manual := policy(schema.PolicyManual)
+	var ids []string
+	for g, script := range []string{"true", "true", "true", "exit 3"} {
+		tpl := template("t", sh("a", script))
+		runs := h.sync(m, tpl, workflow("w", m, tpl, manual, gen(g+1)))
+		if len(runs) == 0 || runs[0].Generation != g+1 {
+			t.Fatalf("generation %d did not run:\n%s", g+1, dump(runs))
+		}
+		ids = append(ids, runs[0].ID)
+		h.complete(m)
+	}
+	var left []string
+	for _, r := range h.runs() {
+		if r.Workflow == "w" {
+			left = append(left, fmt.Sprintf("%s %s", r.ID, r.State))
+		}
+	}
+	want := []string{ids[3] + " failed", ids[2] + " success"}
+	if strings.Join(left, ", ") != strings.Join(want, ", ") {
+		t.Errorf("runs of w kept: %q, want %q (the newest and the latest success)", left, want)
+	}
+	for _, id := range ids[:2] {
+		resp, err := http.Get(h.srv.URL + "/v1/runs/" + id + "/logs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("logs of pruned run %s: got %d, want 404", id, resp.StatusCode)
+		}
+	}
+}
+
 // suspend creates nothing and holds a pending run; resuming releases it.
 func TestSuspend(t *testing.T) {
 	t.Parallel()

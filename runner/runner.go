@@ -94,6 +94,9 @@ const (
 	// DefaultLockWait is how long New waits for another process to release
 	// the journal.
 	DefaultLockWait = 10 * time.Second
+	// DefaultKeepRuns is how many ended runs of each workflow the journal
+	// keeps, with their logs.
+	DefaultKeepRuns = 100
 )
 
 // Config configures a Runner.
@@ -113,6 +116,12 @@ type Config struct {
 	// LockWait bounds the wait for another process holding the journal
 	// (default 10s).
 	LockWait time.Duration
+	// KeepRuns is how many ended runs of each workflow stay in the journal,
+	// with their logs (default DefaultKeepRuns; negative keeps every run).
+	// When a run ends, older ended runs of its workflow are deleted, except
+	// the workflow's latest success, which decides whether a commit needs a
+	// new run.
+	KeepRuns int
 	// Log is the runner's logger.
 	Log zerolog.Logger
 	// Now returns the time; default time.Now.
@@ -168,6 +177,9 @@ func New(cfg Config) (*Runner, error) {
 		case *d.v == 0:
 			*d.v = d.def
 		}
+	}
+	if cfg.KeepRuns == 0 {
+		cfg.KeepRuns = DefaultKeepRuns
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

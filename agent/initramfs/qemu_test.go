@@ -209,8 +209,8 @@ func installInQEMU(t *testing.T, res *initramfs.Result, image []byte, netboot bo
 	wantLink := "/dev/disk/by-id/virtio-" + lab.SerialDisk
 	if i := slices.IndexFunc(inv.Disks, func(d protocol.Disk) bool { return d.Name == "vdb" }); i < 0 {
 		t.Errorf("disks %+v lack vdb", inv.Disks)
-	} else if d := inv.Disks[i]; !slices.Contains(d.ByID, wantLink) {
-		t.Errorf("vdb: got links %v, want %s", d.ByID, wantLink)
+	} else if d := inv.Disks[i]; !slices.Contains(d.ByID, wantLink) || d.Serial != lab.SerialDisk {
+		t.Errorf("vdb: got links %v and serial %q, want %s and %q", d.ByID, d.Serial, wantLink, lab.SerialDisk)
 	}
 	if i := slices.IndexFunc(inv.NICs, func(n protocol.NIC) bool { return n.MAC == lab.MAC }); i < 0 {
 		t.Errorf("NICs %+v lack %s", inv.NICs, lab.MAC)

@@ -43,6 +43,7 @@ type serveFlags struct {
 	metadataListen                        string
 	imdsRequireToken                      bool
 	tokenTTL                              time.Duration
+	keepRuns                              int
 	dhcpIface, dhcpMode                   string
 	proxyUnknown                          bool
 }
@@ -72,6 +73,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.dhcpMode, "dhcp-mode", "reservation", "reservation (addresses for known MACs), proxy (boot information beside another DHCP server) or off")
 	fs.BoolVar(&f.proxyUnknown, "proxy-unknown", false, "in proxy mode, point PXE clients the fleet does not know at a discovery script")
 	fs.DurationVar(&f.tokenTTL, "token-ttl", 24*time.Hour, "how long a per-boot agent token stays valid")
+	fs.IntVar(&f.keepRuns, "keep-runs", runner.DefaultKeepRuns, "ended runs kept in the journal per workflow, with their logs (besides its latest success); 0 keeps every run")
 	fs.BoolVar(&f.imdsRequireToken, "imds-require-token", false, "refuse IMDSv1 requests: EC2 metadata needs an IMDSv2 session token")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: gitmetal serve --repo URL|PATH [flags]")
@@ -83,6 +85,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.repo == "" || fs.NArg() > 0 {
 		fs.Usage()
 		return errSilent(2)
+	}
+	if f.keepRuns < 0 {
+		return &exitError{code: 2, err: fmt.Errorf("--keep-runs %d: want 0 (keep every run) or more", f.keepRuns)}
 	}
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
@@ -289,7 +294,7 @@ func serve(ctx context.Context, f serveFlags, log zerolog.Logger) error {
 	}
 
 	// The runner: workflow runs, the agent protocol, the journal.
-	run, err := runner.New(runner.Config{Store: st, StateDir: f.stateDir, TokenTTL: f.tokenTTL, Log: log})
+	run, err := runner.New(runner.Config{Store: st, StateDir: f.stateDir, TokenTTL: f.tokenTTL, KeepRuns: keepRuns(f.keepRuns), Log: log})
 	if err != nil {
 		return err
 	}
@@ -397,4 +402,13 @@ func serve(ctx context.Context, f serveFlags, log zerolog.Logger) error {
 	err = g.Wait()
 	log.Info().Msg("gitmetal stopped")
 	return err
+}
+
+// keepRuns maps --keep-runs (0 keeps every run; cmdServe refuses a
+// negative count) to runner.Config.KeepRuns (negative keeps every run).
+func keepRuns(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

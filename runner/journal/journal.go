@@ -15,11 +15,20 @@
 //	running    8-byte run number          → JSON Summary (running runs)
 //	machines   machine name, 0, run number → JSON Summary (each machine's active runs)
 //	workflows  workflow name              → JSON WorkflowIndex
+//	history    workflow name, 0, run number → empty (every run of a workflow)
 //	logs       8-byte run number          → bucket: lines (8-byte seq → JSON
 //	                                          protocol.LogLine), cursors (agent
 //	                                          instance → next expected seq)
 //	inventory  machine name               → JSON protocol.MachineInventory
-//	meta       "version"                  → "1"
+//	meta       "version"                  → "2"
+//
+// Version 1 had no history bucket; Open adds it, filled from the runs.
+//
+// Retention: Prune deletes a workflow's old ended runs and their logs,
+// keeping the newest few, its latest run and its latest success (the
+// runner decides from those whether a commit needs a new run). bbolt
+// reuses the freed pages, so a journal that is pruned stops growing; it
+// never shrinks on disk.
 package journal
 
 import (
@@ -41,7 +50,7 @@ import (
 var ErrNotFound = errors.New("not found")
 
 // version is the layout version written to meta.
-const version = "1"
+const version = "2"
 
 var (
 	bucketRuns      = []byte("runs")
@@ -49,6 +58,7 @@ var (
 	bucketRunning   = []byte("running")
 	bucketMachines  = []byte("machines")
 	bucketWorkflows = []byte("workflows")
+	bucketHistory   = []byte("history")
 	bucketLogs      = []byte("logs")
 	bucketInventory = []byte("inventory")
 	bucketMeta      = []byte("meta")
@@ -69,7 +79,7 @@ func Open(path string, lockWait time.Duration) (*Journal, error) {
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketRuns, bucketActive, bucketRunning, bucketMachines, bucketWorkflows, bucketLogs, bucketInventory, bucketMeta} {
+		for _, b := range [][]byte{bucketRuns, bucketActive, bucketRunning, bucketMachines, bucketWorkflows, bucketHistory, bucketLogs, bucketInventory, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -77,6 +87,11 @@ func Open(path string, lockWait time.Duration) (*Journal, error) {
 		meta := tx.Bucket(bucketMeta)
 		switch v := meta.Get([]byte("version")); {
 		case v == nil:
+			return meta.Put([]byte("version"), []byte(version))
+		case string(v) == "1":
+			if err := fillHistory(tx); err != nil {
+				return fmt.Errorf("upgrade from layout version 1: %w", err)
+			}
 			return meta.Put([]byte("version"), []byte(version))
 		case string(v) != version:
 			return fmt.Errorf("layout version %q, this gitmetal reads %q", v, version)
@@ -162,6 +177,9 @@ func (t *Tx) CreateRun(r *protocol.Run) error {
 		return fmt.Errorf("create run: %w", err)
 	}
 	r.ID = RunID(n)
+	if err := t.tx.Bucket(bucketHistory).Put(historyKey(r.Workflow, u64(n)), nil); err != nil {
+		return fmt.Errorf("create run: %w", err)
+	}
 	idx, err := t.Workflow(r.Workflow)
 	if err != nil {
 		return err
@@ -354,4 +372,74 @@ func (t *Tx) Inventory(machine string) (*protocol.MachineInventory, error) {
 		return nil, fmt.Errorf("inventory %q: %w", machine, err)
 	}
 	return &inv, nil
+}
+
+// historyKey is run key's entry in workflow's history.
+func historyKey(workflow string, key []byte) []byte {
+	return append(append([]byte(workflow), 0), key...)
+}
+
+// fillHistory indexes every run by its workflow (the upgrade from layout
+// version 1).
+func fillHistory(tx *bolt.Tx) error {
+	h := tx.Bucket(bucketHistory)
+	return tx.Bucket(bucketRuns).ForEach(func(k, v []byte) error {
+		r, err := decodeRun(v)
+		if err != nil {
+			return fmt.Errorf("run %x: %w", k, err)
+		}
+		return h.Put(historyKey(r.Workflow, k), nil)
+	})
+}
+
+// Prune deletes workflow's ended runs, and their logs, beyond the newest
+// keep of them. The workflow's latest run and latest success are never
+// deleted (they may be older than the newest keep when keep is small), nor
+// is a pending or running run. It returns how many runs it deleted.
+func (t *Tx) Prune(workflow string, keep int) (int, error) {
+	idx, err := t.Workflow(workflow)
+	if err != nil {
+		return 0, err
+	}
+	spare := map[string]bool{idx.Last.ID: true, idx.LastSuccess.ID: true}
+	prefix := historyKey(workflow, nil)
+	active := t.tx.Bucket(bucketActive)
+	runs, logs := t.tx.Bucket(bucketRuns), t.tx.Bucket(bucketLogs)
+	var doomed [][]byte
+	c := t.tx.Bucket(bucketHistory).Cursor()
+	// Newest first: seek to the first key past the prefix (workflow, 1),
+	// then step back.
+	k, _ := c.Seek(append([]byte(workflow), 1))
+	if k == nil {
+		k, _ = c.Last()
+	} else {
+		k, _ = c.Prev()
+	}
+	ended := 0
+	for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Prev() {
+		key := k[len(prefix):]
+		if active.Get(key) != nil {
+			continue
+		}
+		ended++
+		if ended <= keep || spare[RunID(binary.BigEndian.Uint64(key))] {
+			continue
+		}
+		doomed = append(doomed, bytes.Clone(k))
+	}
+	for _, hk := range doomed {
+		key := hk[len(prefix):]
+		if err := runs.Delete(key); err != nil {
+			return 0, fmt.Errorf("prune %s: %w", workflow, err)
+		}
+		if logs.Bucket(key) != nil {
+			if err := logs.DeleteBucket(key); err != nil {
+				return 0, fmt.Errorf("prune %s: %w", workflow, err)
+			}
+		}
+		if err := t.tx.Bucket(bucketHistory).Delete(hk); err != nil {
+			return 0, fmt.Errorf("prune %s: %w", workflow, err)
+		}
+	}
+	return len(doomed), nil
 }

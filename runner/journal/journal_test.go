@@ -1,6 +1,7 @@
 package journal_test
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -209,5 +210,139 @@ func TestOpenLocked(t *testing.T) {
 	open(t, path)
 	if _, err := journal.Open(path, 50*time.Millisecond); err == nil {
 		t.Error("a second Open of a held journal succeeded")
+	}
+}
+
+// endRun creates a run of workflow on machine m that ended in state, with
+// a log line.
+func endRun(t *testing.T, tx *journal.Tx, workflow string, state protocol.RunState) string {
+	t.Helper()
+	r := &protocol.Run{Workflow: workflow, Hardware: "m", State: protocol.RunPending}
+	if err := tx.CreateRun(r); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.AppendLogs(r.ID, "k", 0, []protocol.LogLine{{Stream: "stdout", Text: "hello"}}, 100); err != nil {
+		t.Fatal(err)
+	}
+	r.State = state
+	if err := tx.PutRun(r); err != nil {
+		t.Fatal(err)
+	}
+	return r.ID
+}
+
+// kept returns which of ids still have their run and their log.
+func kept(t *testing.T, j *journal.Journal, ids []string) []string {
+	t.Helper()
+	var out []string
+	err := j.View(func(tx *journal.Tx) error {
+		for _, id := range ids {
+			_, err := tx.Run(id)
+			if errors.Is(err, journal.ErrNotFound) {
+				lines, err := tx.Logs(id, 0, 10)
+				if err != nil || len(lines) != 0 {
+					t.Errorf("run %s pruned but its log has %d lines (%v)", id, len(lines), err)
+				}
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, id)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestPrune: a workflow keeps its newest ended runs, its latest success
+// (older here) and its active runs; other workflows are untouched.
+func TestPrune(t *testing.T) {
+	t.Parallel()
+	j := open(t, filepath.Join(t.TempDir(), "j.db"))
+	var ids []string
+	var deleted int
+	err := j.Update(func(tx *journal.Tx) error {
+		ids = append(ids, endRun(t, tx, "w", protocol.RunSuccess)) // r1: the latest success
+		ids = append(ids, endRun(t, tx, "other", protocol.RunFailed))
+		for range 5 {
+			ids = append(ids, endRun(t, tx, "w", protocol.RunFailed)) // r3..r7
+		}
+		r := &protocol.Run{Workflow: "w", Hardware: "m", State: protocol.RunRunning}
+		if err := tx.CreateRun(r); err != nil { // r8: running, the latest run
+			return err
+		}
+		ids = append(ids, r.ID)
+		var err error
+		deleted, err = tx.Prune("w", 2)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if deleted != 3 {
+		t.Errorf("Prune deleted %d runs, want 3", deleted)
+	}
+	if diff := cmp.Diff([]string{"r1", "r2", "r6", "r7", "r8"}, kept(t, j, ids)); diff != "" {
+		t.Errorf("runs kept (-want +got):\n%s", diff)
+	}
+	// Pruning again deletes nothing; keep 0 still spares the latest run
+	// and latest success.
+	err = j.Update(func(tx *journal.Tx) error {
+		if n, err := tx.Prune("w", 2); err != nil || n != 0 {
+			t.Errorf("second Prune: %d, %v; want 0", n, err)
+		}
+		_, err := tx.Prune("w", 0)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"r1", "r2", "r8"}, kept(t, j, ids)); diff != "" {
+		t.Errorf("runs kept after keep 0 (-want +got):\n%s", diff)
+	}
+}
+
+// TestOpenUpgradesVersion1: a journal written before the history index
+// gets one on Open, so its old runs can be pruned.
+func TestOpenUpgradesVersion1(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "j.db")
+	j := open(t, path)
+	var ids []string
+	err := j.Update(func(tx *journal.Tx) error {
+		for range 3 {
+			ids = append(ids, endRun(t, tx, "w", protocol.RunFailed))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Close()
+	// Make it a version 1 journal: no history bucket.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket([]byte("history")); err != nil {
+			return err
+		}
+		return tx.Bucket([]byte("meta")).Put([]byte("version"), []byte("1"))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	j = open(t, path)
+	if err := j.Update(func(tx *journal.Tx) error { _, err := tx.Prune("w", 1); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"r3"}, kept(t, j, ids)); diff != "" {
+		t.Errorf("runs kept (-want +got):\n%s", diff)
 	}
 }

@@ -244,3 +244,25 @@ func stripRevision(s string) string {
 	b, _ := json.Marshal(m)
 	return string(b)
 }
+
+// TestServeRefusesBadFlags: a flag value serve cannot use is exit 2 with
+// the flag named and what it allows, before anything starts.
+func TestServeRefusesBadFlags(t *testing.T) {
+	t.Parallel()
+	bin := buildGitmetal(t)
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--keep-runs", "-1"}, "--keep-runs -1: want 0 (keep every run) or more"},
+		{[]string{"--log-level", "loud"}, `--log-level "loud": allowed: debug, info, warn, error`},
+		{[]string{"--log-format", "xml"}, `--log-format "xml": allowed: json, console`},
+	} {
+		args := append([]string{"serve", "--repo", dir, "--state-dir", filepath.Join(dir, "state")}, c.args...)
+		out, code := gitmetal(t, bin, dir, args...)
+		if code != 2 || !strings.Contains(out, c.want) {
+			t.Errorf("serve %v: exit %d, %q; want exit 2 and %q", c.args, code, out, c.want)
+		}
+	}
+}
