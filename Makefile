@@ -81,7 +81,7 @@ installer: ## build installer/vmlinuz and installer/initramfs.cpio.gz (drivers: 
 		-modules "$(INSTALLER_MODULES)" -firmware "$(INSTALLER_FIRMWARE)" \
 		$(if $(INSTALLER_KERNEL_ABI),-abi $(INSTALLER_KERNEL_ABI)) $(if $(filter 1 yes true,$(INSTALLER_BUSYBOX)),-busybox)
 
-e2e: deps ipxe installer ## the story end to end: BIOS and UEFI VMs provisioned from git commits (root; ~5 min)
+e2e: deps ipxe installer ## the story end to end: BIOS and UEFI VMs provisioned from git commits, and a Debian VM with cloud-init (root; ~7 min)
 	GITMETAL_E2E=1 $(GO) test -count=1 -timeout 30m -v -run '^TestE2E$$' ./test/e2e/
 
 demo: ipxe installer ## one VM provisioned from a local git repository, left running to watch (Ctrl-C ends it)

@@ -37,6 +37,16 @@
 //     its file:line by `gitmetal status`, which changes nothing → its fix,
 //     and `git revert` of the v2 commit → provision v1 → v1's result line.
 //
+// A third machine (SeaBIOS) plays the issue's stretch goal once: its image
+// is a debootstrapped Debian 12 with systemd and cloud-init
+// (diskimage.Config.Debian). Its workflow writes cloud-init's datasource
+// configuration (EC2, at gitmetal's metadata service) into the image's
+// root file system after image2disk; its user-data is a #cloud-config
+// whose runcmd prints the result line from what cloud-init read
+// (local-hostname and user-data) and powers off. The boot asserts systemd,
+// the result line, and cloud-init's own last line naming the EC2
+// datasource.
+//
 // Every step asserts milestones (lines on the serial console, records in
 // the API), never durations; each boot may take up to 300 s. The serial
 // console of every boot, the daemon's log, the state directory (with the

@@ -19,12 +19,14 @@ import (
 var cases = []vmCase{
 	{name: "e2e-bios", mac: "52:54:00:78:01:10", subnet: 1, fw: qemu.BIOS},
 	{name: "e2e-uefi", mac: "52:54:00:78:02:10", subnet: 2, fw: qemu.UEFI},
+	// The stretch goal: Debian with cloud-init, installed once.
+	{name: "e2e-debian", mac: "52:54:00:78:03:10", subnet: 3, fw: qemu.BIOS, debian: true},
 }
 
 // env is what every case shares: built once.
 type env struct {
 	root, bin, ipxeDir, installerDir string
-	v1, v2                           *diskimage.Image
+	v1, v2, debian                   *diskimage.Image
 }
 
 // TestE2E plays the story once per firmware; see the package doc. The
@@ -40,8 +42,9 @@ func TestE2E(t *testing.T) {
 	for _, v := range []struct {
 		img     **diskimage.Image
 		version string
-	}{{&e.v1, "v1"}, {&e.v2, "v2"}} {
-		img, err := diskimage.Build(ctx, diskimage.Config{Version: v.version})
+		debian  bool
+	}{{&e.v1, "v1", false}, {&e.v2, "v2", false}, {&e.debian, "debian", true}} {
+		img, err := diskimage.Build(ctx, diskimage.Config{Version: v.version, Debian: v.debian})
 		if err != nil {
 			t.Fatalf("OS image %s: %v", v.version, err)
 		}
@@ -51,6 +54,10 @@ func TestE2E(t *testing.T) {
 	e.bin = buildGitmetal(t, e.root)
 	t.Logf("set up in %.0fs", time.Since(start).Seconds())
 	for _, c := range cases {
+		if c.debian {
+			t.Run("debian", func(t *testing.T) { debianStory(t, e, c) })
+			continue
+		}
 		t.Run(string(c.fw), func(t *testing.T) { story(t, e, c) })
 	}
 	t.Logf("whole end-to-end test: %.0fs", time.Since(start).Seconds())
@@ -118,10 +125,7 @@ func story(t *testing.T, e *env, c vmCase) {
 	}
 	checkResult := func(got diskimage.Result, version string) {
 		t.Helper()
-		if g, w := diskimage.ResultLine(got), diskimage.ResultLine(want(version)); g != w {
-			t.Fatalf("the installed OS says\n  %s\nwant\n  %s", g, w)
-		}
-		t.Logf("the installed OS says: %s", diskimage.ResultLine(got))
+		checkResultLine(t, got, want(version))
 	}
 
 	// 1. The first commit: the machine is provisioned with v1 and boots it.
@@ -151,7 +155,7 @@ func story(t *testing.T, e *env, c vmCase) {
 	// 3. A commit that changes the image: plan names the machine, and the
 	// next boot installs v2.
 	t.Log("step 3: change the template's image to v2: plan says re-provision, the machine gets v2")
-	f.repo.Write(templateFile, templateCUE(ref(e.v2)))
+	f.repo.Write(templateFile, f.templateCUE(ref(e.v2)))
 	out, code := plan(t, e.bin, f.repo.Dir)
 	if code != 2 || !strings.Contains(out, c.name) || !strings.Contains(out, "re-provision") {
 		t.Fatalf("gitmetal plan of the image change: exit %d, want 2 naming %s as re-provisioned:\n%s", code, c.name, out)
@@ -222,6 +226,40 @@ func story(t *testing.T, e *env, c vmCase) {
 	t.Logf("%d boots in %.0fs", m.boots, time.Since(m.start).Seconds())
 }
 
+// checkResultLine compares the installed OS's result line with want's.
+func checkResultLine(t *testing.T, got, want diskimage.Result) {
+	t.Helper()
+	if g, w := diskimage.ResultLine(got), diskimage.ResultLine(want); g != w {
+		t.Fatalf("the installed OS says\n  %s\nwant\n  %s", g, w)
+	}
+	t.Logf("the installed OS says: %s", diskimage.ResultLine(got))
+}
+
+// debianStory is the stretch goal: the machine installs a debootstrapped
+// Debian, whose cloud-init learns its hostname and user-data from
+// gitmetal's EC2 metadata service, at the URL the workflow configured.
+func debianStory(t *testing.T, e *env, c vmCase) {
+	results := resultsDir(t)
+	l := newLab(t, c, results)
+	const path = "/images/os-debian.img.zst"
+	imgs := newImageServer(t, l, map[string]string{path: e.debian.Path})
+	f := newFleet(t, e.root, results, c, imageRef{url: imgs.base + path, img: e.debian})
+	first := f.repo.Commit("add " + c.name + " and install Debian with cloud-init on it")
+	d := startDaemon(t, l, e.bin, daemonConfig{repo: f.repo.Dir, ipxeDir: e.ipxeDir, installerDir: e.installerDir})
+	d.waitApplied(first)
+	m := newMachine(t, l)
+	t.Log("commit the machine and its Debian workflow; it PXE-boots, installs Debian, reboots into it, and cloud-init asks gitmetal")
+	run := d.waitPendingRun(c.name, first)
+	m.provision(run.ID)
+	checkRun(t, d, run.ID)
+	checkFetched(t, imgs, path, c)
+	// cloud-init's query prints the user-data as it read it; the shell's
+	// $(...) drops its last newline.
+	checkResultLine(t, m.bootDisk(), diskimage.Result{OS: e.debian.Version, Firmware: string(c.fw), IP: c.machineIP().String(),
+		Hostname: f.fqdn(), UserData: strings.TrimRight(f.userData, "\n"), Written: f.written()})
+	t.Logf("%d boots in %.0fs", m.boots, time.Since(m.start).Seconds())
+}
+
 // checkRun checks a finished run through the API: success, and every
 // action successful with its timings.
 func checkRun(t *testing.T, d *daemon, id string) {
@@ -238,7 +276,7 @@ func checkRun(t *testing.T, d *daemon, id string) {
 	if r.State != protocol.RunSuccess {
 		t.Fatalf("run %s: state %s (%s), want success; actions:%s", id, r.State, r.Message, actionSummary(r))
 	}
-	names := []string{"stream-image", "write-identity", "reboot"}
+	names := d.l.c.actions()
 	if len(r.Actions) != len(names) {
 		t.Fatalf("run %s: %d actions, want %d:%s", id, len(r.Actions), len(names), actionSummary(r))
 	}

@@ -52,9 +52,12 @@ func newFleet(t *testing.T, root, results string, c vmCase, image imageRef) *fle
 		// OS prints its newlines as '|').
 		userData: fmt.Sprintf("#!/bin/sh\necho e2e user-data %s for %s", hex.EncodeToString(nonce[:]), c.name),
 	}
+	if c.debian {
+		f.userData = diskimage.DebianUserData(fmt.Sprintf("e2e user-data %s for %s", hex.EncodeToString(nonce[:]), c.name))
+	}
 	f.repo.CopyDir(filepath.Join(root, "examples", "fleet"), "")
 	f.repo.Write(f.hardwareFile(), f.hardwareCUE())
-	f.repo.Write(templateFile, templateCUE(image))
+	f.repo.Write(templateFile, f.templateCUE(image))
 	f.repo.Write("workflows/"+f.workflowName()+".cue", fmt.Sprintf(`// The e2e machine converges on the template: a new image re-provisions it.
 workflow: {
 	name:     %q
@@ -109,8 +112,27 @@ type imageRef struct {
 }
 
 // templateCUE writes image to the whole disk, writes the machine's
-// identity onto the image's data partition, and reboots.
-func templateCUE(image imageRef) string {
+// identity onto the image's data partition, and reboots. For the Debian
+// OS it also writes cloud-init's datasource configuration, with the
+// metadata service's URL, into the image's root file system.
+func (f *fleet) templateCUE(image imageRef) string {
+	cloudInit := ""
+	if f.c.debian {
+		cloudInit = fmt.Sprintf(`
+		{
+			name: "configure-cloud-init"
+			uses: "writefile"
+			env: {
+				// Partition %d of the Debian image: its root file system.
+				DEST_DISK: "{{(index .disks 0).device}}%d"
+				FS_TYPE:   "ext4"
+				DEST_PATH: %q
+				CONTENTS:  %q
+				MODE:      "0644"
+			}
+			timeout: "2m"
+		},`, diskimage.DataPartition, diskimage.DataPartition, diskimage.CloudConfigPath, diskimage.CloudConfig(f.c.metadataURL()))
+	}
 	return fmt.Sprintf(`// Install the e2e OS (%s): stream the image onto the disk, write the
 // machine's identity onto its data partition, reboot into it.
 template: {
@@ -128,7 +150,7 @@ template: {
 			}
 			timeout: "10m"
 			retries: 1
-		},
+		},%s
 		{
 			name: "write-identity"
 			uses: "writefile"
@@ -150,5 +172,5 @@ template: {
 		},
 	]
 }
-`, image.img.Version, templateName, image.url, image.img.SHA256, diskimage.DataPartition, diskimage.DataPartition, diskimage.WrittenPath)
+`, image.img.Version, templateName, image.url, image.img.SHA256, cloudInit, diskimage.DataPartition, diskimage.DataPartition, diskimage.WrittenPath)
 }

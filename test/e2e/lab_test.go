@@ -44,11 +44,27 @@ type vmCase struct {
 	mac    string
 	subnet byte // the lab is 10.78.<subnet>.0/24
 	fw     qemu.Firmware
+	// debian: the machine installs the Debian OS, whose cloud-init asks
+	// gitmetal's EC2 metadata service, instead of the busybox OS.
+	debian bool
 }
 
 func (c vmCase) serverIP() netip.Addr  { return netip.AddrFrom4([4]byte{10, 78, c.subnet, 1}) }
 func (c vmCase) machineIP() netip.Addr { return netip.AddrFrom4([4]byte{10, 78, c.subnet, 10}) }
 func (c vmCase) uefi() bool            { return c.fw == qemu.UEFI }
+
+// metadataURL is gitmetal's metadata service as the machine reaches it.
+func (c vmCase) metadataURL() string {
+	return fmt.Sprintf("http://%s:%d", c.serverIP(), diskimage.MetadataPort)
+}
+
+// actions are the names of the actions of the case's workflow.
+func (c vmCase) actions() []string {
+	if c.debian {
+		return []string{"stream-image", "configure-cloud-init", "write-identity", "reboot"}
+	}
+	return []string{"stream-image", "write-identity", "reboot"}
+}
 
 // requireE2E fails the test, naming everything that is missing, unless
 // the machine can run the story. It skips only when the test was not asked

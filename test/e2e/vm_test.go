@@ -196,10 +196,24 @@ func (m *machine) bootDisk() diskimage.Result {
 			},
 			hint: exitHint,
 		},
-		milestone{name: "os result", re: regexp.QuoteMeta(diskimage.Marker + " os=")},
 	)
+	if m.l.c.debian {
+		ms = append(ms, milestone{name: "systemd", re: `Welcome to .*Debian`,
+			hint: "the initramfs switches to /sbin/init on partition 2: look for its FAIL line"})
+	}
+	ms = append(ms, milestone{name: "os result", re: regexp.QuoteMeta(diskimage.Marker + " os=")})
+	result := len(ms) - 1
+	if m.l.c.debian {
+		// cloud-init says which datasource it used once runcmd is done.
+		ms = append(ms, milestone{name: "cloud-init", re: `Cloud-init v\. \S+ finished at .*Datasource`, check: func(line string) error {
+			if !strings.Contains(line, "Datasource DataSourceEc2") {
+				return fmt.Errorf("cloud-init did not use the EC2 datasource: %q", strings.TrimSpace(line))
+			}
+			return nil
+		}})
+	}
 	lines := m.power("disk", ms)
-	r, err := diskimage.ParseResult(lines[len(lines)-1])
+	r, err := diskimage.ParseResult(lines[result])
 	if err != nil {
 		m.t.Fatal(err)
 	}

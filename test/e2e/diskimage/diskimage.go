@@ -41,9 +41,15 @@
 //     renamed into place, so concurrent builders never see half an image.
 //   - The OS stays small (a few MB uncompressed) so TCG boots it in seconds.
 //
+// The Debian OS (Config.Debian; see debian.go) is the exception to "no
+// root": debootstrap chroots into the system it builds and mounts proc and
+// sys inside it while it installs packages, as it always does. The disk
+// image is still made without a mount or a loop device.
+//
 // What the package must not do: touch the host's block devices, mount
-// anything, need root, or reach anything but apt's Debian mirrors (through
-// test/qemu) while building.
+// anything itself, need root for the busybox OS, or reach anything but
+// Debian's mirrors (apt's, through test/qemu, and debootstrap's) while
+// building.
 package diskimage
 
 import (
@@ -91,8 +97,11 @@ const (
 	bootStartMiB = 1
 	bootSizeMiB  = 40
 	dataSizeMiB  = 8
-	diskSizeMiB  = bootStartMiB + bootSizeMiB + dataSizeMiB + 1 // +1: slack at the end
 )
+
+// diskSizeMiB is the size of a disk whose data partition is dataMiB: the
+// partitions and a MiB of slack at the end.
+func diskSizeMiB(dataMiB int) int { return bootStartMiB + bootSizeMiB + dataMiB + 1 }
 
 // DefaultCacheDir is where built images are kept: $GITMETAL_E2E_CACHE, or
 // gitmetal/e2e under the user's cache directory (~/.cache).
@@ -119,6 +128,10 @@ type Config struct {
 	// KernelABI picks linux-image-<KernelABI>. Default: the one Debian's
 	// linux-image-amd64 depends on.
 	KernelABI string
+	// Debian makes the OS a debootstrapped Debian whose cloud-init asks
+	// gitmetal for its metadata, instead of the busybox OS; see debian.go.
+	// It needs root and debootstrap.
+	Debian bool
 }
 
 // Image is a built OS image.
@@ -196,7 +209,13 @@ func Build(ctx context.Context, cfg Config) (*Image, error) {
 	if m := Missing(); len(m) > 0 {
 		return nil, fmt.Errorf("diskimage: missing %s", strings.Join(m, ", "))
 	}
-	os1, err := buildOS(ctx, cfg)
+	var os1 *osParts
+	var err error
+	if cfg.Debian {
+		os1, err = buildDebian(ctx, cfg)
+	} else {
+		os1, err = buildOS(ctx, cfg, func(modules []string) string { return InitScript(cfg.Version, modules) })
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -272,8 +291,8 @@ func readCached(dir string) (*Image, error) {
 // cacheKey hashes everything the image is made of.
 func cacheKey(cfg Config, o *osParts) (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "gitmetal-e2e-diskimage 1\nversion %s\nlayout %d %d %d %d\ncmdline %s\n",
-		cfg.Version, bootStartMiB, bootSizeMiB, dataSizeMiB, diskSizeMiB, kernelCmdline)
+	fmt.Fprintf(h, "gitmetal-e2e-diskimage 2\nversion %s\nlayout %d %d %d %d\ncmdline %s\nrootfs %s\n",
+		cfg.Version, bootStartMiB, bootSizeMiB, o.dataMiB, diskSizeMiB(o.dataMiB), kernelCmdline, o.rootfsKey)
 	h.Write(o.initramfs)
 	fmt.Fprintf(h, "\nsyslinux.cfg %s\n", syslinuxConfig())
 	for _, p := range []string{o.kernel, syslinuxMBR, efiStub} {

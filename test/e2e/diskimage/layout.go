@@ -81,15 +81,21 @@ func assemble(ctx context.Context, dir string, o *osParts) error {
 		}
 	}
 
-	// The data partition: ext4 made from a directory, no mount.
+	// The data partition: ext4 made from a directory, no mount. The
+	// busybox OS's holds a README; the Debian OS's is its root.
 	data := filepath.Join(work, "data.img")
-	if err := os.WriteFile(filepath.Join(work, "data", "README"), []byte("gitmetal e2e data partition; the workflow's writefile writes "+WrittenPath+"\n"), 0o644); err != nil {
+	src := o.rootfs
+	if src == "" {
+		src = filepath.Join(work, "data")
+		if err := os.WriteFile(filepath.Join(src, "README"), []byte("gitmetal e2e data partition; the workflow's writefile writes "+WrittenPath+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := run(ctx, work, "mkfs.ext4", "-q", "-F", "-L", DataLabel, "-d", src,
+		data, strconv.Itoa(o.dataMiB*1024)+"k"); err != nil {
 		return err
 	}
-	if err := run(ctx, work, "mkfs.ext4", "-q", "-F", "-L", DataLabel, "-d", filepath.Join(work, "data"),
-		data, strconv.Itoa(dataSizeMiB*1024)+"k"); err != nil {
-		return err
-	}
+	diskMiB := diskSizeMiB(o.dataMiB)
 
 	// The disk: an MBR partition table written into the file by sfdisk,
 	// the partitions copied into place, then the boot loaders.
@@ -98,7 +104,7 @@ func assemble(ctx context.Context, dir string, o *osParts) error {
 	if err != nil {
 		return err
 	}
-	if err := f.Truncate(diskSizeMiB * mib); err != nil {
+	if err := f.Truncate(int64(diskMiB) * mib); err != nil {
 		f.Close()
 		return err
 	}
@@ -107,7 +113,7 @@ func assemble(ctx context.Context, dir string, o *osParts) error {
 	}
 	dataStart := bootStartMiB + bootSizeMiB
 	table := fmt.Sprintf("label: dos\nlabel-id: 0x47e2e001\nstart=%d, size=%d, type=ef, bootable\nstart=%d, size=%d, type=83\n",
-		bootStartMiB*mib/512, bootSizeMiB*mib/512, dataStart*mib/512, dataSizeMiB*mib/512)
+		bootStartMiB*mib/512, bootSizeMiB*mib/512, dataStart*mib/512, o.dataMiB*mib/512)
 	if err := runStdin(ctx, work, table, "sfdisk", "--no-reread", "--no-tell-kernel", "-q", raw); err != nil {
 		return err
 	}
@@ -147,7 +153,7 @@ func assemble(ctx context.Context, dir string, o *osParts) error {
 	if err := os.RemoveAll(work); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, rawSizeFile), []byte(strconv.Itoa(diskSizeMiB*mib)+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, rawSizeFile), []byte(strconv.Itoa(diskMiB*mib)+"\n"), 0o644); err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, sumFile), []byte(sum+"  "+imageFile+"\n"), 0o644)

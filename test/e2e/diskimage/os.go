@@ -24,16 +24,24 @@ const kernelCmdline = "console=ttyS0,115200 panic=-1"
 // (there is no modprobe): crc32c_generic is listed first.
 var osModules = []string{"virtio_pci", "virtio_net", "virtio_blk", "crc32c_generic", "ext4"}
 
-// osParts is the OS's kernel and initramfs.
+// osParts is the OS's kernel and initramfs, and what goes on its data
+// partition.
 type osParts struct {
 	kernel    string // path of vmlinuz
 	initramfs []byte // gzip-compressed newc cpio
 	abi       string
+	// rootfs, when set, is the directory the data partition is made from
+	// (the Debian image's root file system), and rootfsKey names its
+	// contents for the cache key; otherwise the data partition holds a
+	// README only.
+	rootfs, rootfsKey string
+	// dataMiB is the data partition's size.
+	dataMiB int
 }
 
 // buildOS makes the OS's initramfs from test/qemu's kernel package and
-// busybox-static.
-func buildOS(ctx context.Context, cfg Config) (*osParts, error) {
+// busybox-static, with init(modules) as its /init.
+func buildOS(ctx context.Context, cfg Config, init func(modules []string) string) (*osParts, error) {
 	k, err := qemu.Kernel(ctx, cfg.KernelCacheDir, cfg.KernelABI)
 	if err != nil {
 		return nil, err
@@ -48,7 +56,7 @@ func buildOS(ctx context.Context, cfg Config) (*osParts, error) {
 	}
 	// The kernel opens /dev/console for init before devtmpfs is mounted.
 	files := []initramfs.File{{Name: "dev/console", Mode: initramfs.ModeChar | 0o600, RdevMajor: 5, RdevMinor: 1}}
-	for _, d := range []string{"bin", "dev", "etc", "lib", "lib/modules", "mnt", "proc", "sys", "tmp"} {
+	for _, d := range []string{"bin", "dev", "etc", "lib", "lib/modules", "mnt", "proc", "root", "sys", "tmp"} {
 		files = append(files, initramfs.File{Name: d, Mode: initramfs.ModeDir | 0o755})
 	}
 	b, err := os.ReadFile(bb)
@@ -67,7 +75,7 @@ func buildOS(ctx context.Context, cfg Config) (*osParts, error) {
 		load = append(load, name)
 	}
 	files = append(files,
-		initramfs.File{Name: "init", Mode: initramfs.ModeFile | 0o755, Data: []byte(InitScript(cfg.Version, load))},
+		initramfs.File{Name: "init", Mode: initramfs.ModeFile | 0o755, Data: []byte(init(load))},
 		initramfs.File{Name: "etc/udhcpc.script", Mode: initramfs.ModeFile | 0o755, Data: []byte(udhcpcScript)},
 	)
 	// Reproducible (sorted entries, fixed owners and times, a gzip header
@@ -79,7 +87,7 @@ func buildOS(ctx context.Context, cfg Config) (*osParts, error) {
 	if err := initramfs.Gzip(&gz, raw.Bytes()); err != nil {
 		return nil, err
 	}
-	return &osParts{kernel: k.Vmlinuz, initramfs: gz.Bytes(), abi: k.ABI}, nil
+	return &osParts{kernel: k.Vmlinuz, initramfs: gz.Bytes(), abi: k.ABI, dataMiB: dataSizeMiB}, nil
 }
 
 // InitScript is the OS's /init for version, loading modules (file names
@@ -87,25 +95,7 @@ func buildOS(ctx context.Context, cfg Config) (*osParts, error) {
 // and exactly one result line (see ResultLine), then powers off.
 func InitScript(version string, modules []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, `#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-OS=%s
-p() { echo "%s $*"; }
-fail() { echo "%s os=$OS FAIL $*"; sync; poweroff -f; sleep 600; }
-# one squeezes a value onto the result line: newlines become '|'.
-one() { printf '%%s' "$1" | tr '\n\r' '||'; }
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-[ -c /dev/ttyS0 ] && exec >/dev/ttyS0 2>&1
-fw=bios
-[ -d /sys/firmware/efi ] && fw=uefi
-p "init os=$OS firmware=$fw kernel=$(uname -r)"
-`, version, ProgressMarker, Marker)
-	for _, m := range modules {
-		fmt.Fprintf(&b, "insmod /lib/modules/%s 2>/dev/null\n", m)
-	}
+	b.WriteString(initHead(version, modules))
 	fmt.Fprintf(&b, `ip link set lo up
 IF=""
 for i in $(seq 1 100); do
@@ -131,7 +121,51 @@ hostname=$(get /latest/meta-data/hostname) || fail "metadata $md/latest/meta-dat
 userdata=$(get /latest/user-data) || fail "metadata $md/latest/user-data"
 p "metadata $md hostname=$hostname"
 hostname "$hostname"
-dev=""
+%smount -t ext4 -o ro "$dev" /mnt || fail "mount $dev"
+if [ -f /mnt%s ]; then written=$(cat /mnt%s); else written=MISSING; fi
+umount /mnt
+echo "%s os=$OS firmware=$fw ip=$ip hostname=$(one "$hostname") userdata=$(one "$userdata") written=$(one "$written")"
+sync
+poweroff -f
+sleep 600
+`, MetadataPort, findDataPartition(), WrittenPath, WrittenPath, Marker)
+	return b.String()
+}
+
+// initHead is how both OSes' /init begin: busybox's applets, the helpers
+// p (a progress line), fail (the FAIL result line, then power off) and one
+// (a value squeezed onto the result line: newlines become '|'), /proc,
+// /sys and /dev, output to the serial console, the first progress line,
+// then the modules (file names under /lib/modules) loaded in order.
+func initHead(version string, modules []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+OS=%s
+p() { echo "%s $*"; }
+fail() { echo "%s os=$OS FAIL $*"; sync; poweroff -f; sleep 600; }
+# one squeezes a value onto the result line: newlines become '|'.
+one() { printf '%%s' "$1" | tr '\n\r' '||'; }
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+[ -c /dev/ttyS0 ] && exec >/dev/ttyS0 2>&1
+fw=bios
+[ -d /sys/firmware/efi ] && fw=uefi
+p "init os=$OS firmware=$fw kernel=$(uname -r)"
+`, version, ProgressMarker, Marker)
+	for _, m := range modules {
+		fmt.Fprintf(&b, "insmod /lib/modules/%s 2>/dev/null\n", m)
+	}
+	return b.String()
+}
+
+// findDataPartition sets $dev to the data partition, found by its label
+// or, while the kernel has not read it yet, by its number on the virtio
+// disk; it fails after 10 s.
+func findDataPartition() string {
+	return fmt.Sprintf(`dev=""
 for i in $(seq 1 100); do
   dev=$(findfs LABEL=%s 2>/dev/null)
   [ -n "$dev" ] && break
@@ -139,15 +173,7 @@ for i in $(seq 1 100); do
   sleep 0.1
 done
 [ -n "$dev" ] || fail "no data partition (label %s)"
-mount -t ext4 -o ro "$dev" /mnt || fail "mount $dev"
-if [ -f /mnt%s ]; then written=$(cat /mnt%s); else written=MISSING; fi
-umount /mnt
-echo "%s os=$OS firmware=$fw ip=$ip hostname=$(one "$hostname") userdata=$(one "$userdata") written=$(one "$written")"
-sync
-poweroff -f
-sleep 600
-`, MetadataPort, DataLabel, DataPartition, DataPartition, DataLabel, WrittenPath, WrittenPath, Marker)
-	return b.String()
+`, DataLabel, DataPartition, DataPartition, DataLabel)
 }
 
 // udhcpcScript sets the address only (no routes, no resolv.conf) and
