@@ -33,11 +33,27 @@ const (
 //	                                              its log as JSON lines (or text);
 //	                                              follow streams until the run ends
 //	GET  /v1/machines/{name}/inventory            what the machine's agent reported
+//
+// Register puts both halves on one mux; a daemon with a listener for the
+// machines apart from its API puts RegisterAgent on the machines' one.
 func (r *Runner) Register(mux *http.ServeMux) {
+	r.RegisterAgent(mux)
+	r.RegisterAPI(mux)
+}
+
+// RegisterAgent registers the agent protocol (/v1/agent/...): what the
+// installer's agent calls at its gitmetal.server URL, with its per-boot
+// token.
+func (r *Runner) RegisterAgent(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+protocol.PathHello, r.agent(r.hello))
 	mux.HandleFunc("GET "+protocol.PathNext, r.agent(r.next))
 	mux.HandleFunc("POST /v1/agent/runs/{run}/actions/{n}/status", r.agent(r.status))
 	mux.HandleFunc("POST /v1/agent/runs/{run}/actions/{n}/logs", r.agent(r.postLogs))
+}
+
+// RegisterAPI registers what people and tools read: runs, their logs and
+// the machines' inventories.
+func (r *Runner) RegisterAPI(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/runs", r.recovered(r.listRuns))
 	mux.HandleFunc("GET /v1/runs/{id}", r.recovered(r.getRun))
 	mux.HandleFunc("GET /v1/runs/{id}/logs", r.recovered(r.getLogs))

@@ -62,7 +62,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "json", "json or console")
 	fs.StringVar(&f.advertiseAddr, "advertise-addr", "", "the address machines reach this daemon at: next-server, DHCP server id, and the host of every URL handed out (default: the host of --boot-listen or --listen)")
-	fs.StringVar(&f.bootListen, "boot-listen", "", "a separate HTTP listener for iPXE scripts, binaries and the installer (default: on --listen)")
+	fs.StringVar(&f.bootListen, "boot-listen", "", "a separate HTTP listener for what machines call: iPXE scripts and binaries, the installer, the agent protocol (default: on --listen)")
 	fs.StringVar(&f.tftpListen, "tftp-listen", "", "UDP address of the TFTP server, e.g. :69 (default: off)")
 	fs.StringVar(&f.ipxeDir, "ipxe-dir", defaultIPXEDir(), "directory of the iPXE binaries (undionly.kpxe, ipxe.efi, snponly.efi); `make ipxe` fills .cache/ipxe/bin")
 	fs.StringVar(&f.tftpDir, "tftp-dir", "", "extra files served by TFTP")
@@ -299,7 +299,10 @@ func serve(ctx context.Context, f serveFlags, log zerolog.Logger) error {
 		return err
 	}
 	defer run.Close()
-	run.Register(mux)
+	// The installer's agent calls the boot listener (gitmetal.server= is
+	// its URL); runs and inventories are read on the API's.
+	run.RegisterAgent(bootMux)
+	run.RegisterAPI(mux)
 	services = append(services, service{"runner", run.Run})
 
 	// iPXE scripts, binaries and the installer over HTTP. A missing

@@ -6,19 +6,23 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gitmetal/gitmetal/runner/protocol"
 	"github.com/gitmetal/gitmetal/test/gittest"
 	"github.com/gitmetal/gitmetal/test/logbuf"
+	"github.com/gitmetal/gitmetal/test/poll"
 )
 
 // buildGitmetal builds the binary once per test binary run.
@@ -36,7 +40,8 @@ func buildGitmetal(t *testing.T) string {
 type daemon struct {
 	t    *testing.T
 	cmd  *exec.Cmd
-	url  string
+	url  string // the API's listener
+	boot string // the URL machines are given (--boot-listen's, else url)
 	logs *logbuf.Buffer
 }
 
@@ -60,17 +65,17 @@ func startDaemon(t *testing.T, bin string, args ...string) *daemon {
 			t.Logf("daemon log:\n%s", d.logs.String())
 		}
 	})
-	// The daemon logs the address it listens on first.
-	addr := make(chan string, 1)
+	// The daemon logs the addresses it listens on first.
+	addr := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
 			d.logs.Write([]byte(line + "\n"))
-			var m struct{ Message, Listen string }
+			var m struct{ Message, Listen, HTTPBase string }
 			if json.Unmarshal([]byte(line), &m) == nil && m.Message == "gitmetal serving" {
 				select {
-				case addr <- m.Listen:
+				case addr <- [2]string{m.Listen, m.HTTPBase}:
 				default:
 				}
 			}
@@ -78,7 +83,7 @@ func startDaemon(t *testing.T, bin string, args ...string) *daemon {
 	}()
 	select {
 	case a := <-addr:
-		d.url = "http://" + a
+		d.url, d.boot = "http://"+a[0], a[1]
 	case <-time.After(30 * time.Second):
 		t.Fatalf("the daemon did not start:\n%s", d.logs.String())
 	}
@@ -265,4 +270,86 @@ func TestServeRefusesBadFlags(t *testing.T) {
 			t.Errorf("serve %v: exit %d, %q; want exit 2 and %q", c.args, code, out, c.want)
 		}
 	}
+}
+
+// TestBootListener: with --boot-listen, the machines' listener serves what
+// the installer calls (iPXE scripts and the agent protocol, with the
+// per-boot token the script hands out), and the API's listener serves the
+// people's API, which machines are not given.
+func TestBootListener(t *testing.T) {
+	t.Parallel()
+	bin := buildGitmetal(t)
+	repo := gittest.New(t, "main")
+	repo.CopyDir("../../examples/fleet", "")
+	first := repo.Commit("the example fleet")
+	d := startDaemon(t, bin, "--repo", repo.Dir, "--state-dir", t.TempDir(), "--boot-listen", "127.0.0.1:0")
+	d.waitApplied(first, 30*time.Second)
+	if d.boot == "" || d.boot == d.url {
+		t.Fatalf("boot URL %q, API %q: want two listeners", d.boot, d.url)
+	}
+
+	// A machine with a pending run gets the installer script with a token.
+	var runs []protocol.Run
+	poll.Until(t, "a pending run", func() bool {
+		runs = nil
+		return json.Unmarshal([]byte(d.get("/v1/runs?active=1")), &runs) == nil && len(runs) > 0
+	})
+	var one struct {
+		Hardware struct {
+			Interfaces []struct{ MAC string }
+		}
+	}
+	body := d.get("/v1/hardware/" + runs[0].Hardware)
+	if err := json.Unmarshal([]byte(body), &one); err != nil || len(one.Hardware.Interfaces) == 0 {
+		t.Fatalf("hardware %s: %v in %s", runs[0].Hardware, err, body)
+	}
+	mac := one.Hardware.Interfaces[0].MAC
+	code, script := fetch(t, "GET", d.boot+"/ipxe/"+mac+"/boot.ipxe", "", nil)
+	token := regexp.MustCompile(`gitmetal\.token=(\S+)`).FindStringSubmatch(script)
+	if code != http.StatusOK || token == nil {
+		t.Fatalf("boot listener's script for %s: %d, no gitmetal.token=:\n%s", mac, code, script)
+	}
+
+	hello, err := json.Marshal(protocol.Hello{MACs: []string{mac}, Agent: "cli-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		method, url string
+		body        []byte
+		want        int
+	}{
+		{"POST", d.boot + protocol.PathHello, hello, http.StatusOK},
+		{"POST", d.url + protocol.PathHello, hello, http.StatusNotFound},
+		{"GET", d.url + "/v1/runs", nil, http.StatusOK},
+		{"GET", d.boot + "/v1/runs", nil, http.StatusNotFound},
+		{"GET", d.boot + "/v1/hardware", nil, http.StatusNotFound},
+	} {
+		if code, body := fetch(t, c.method, c.url, token[1], c.body); code != c.want {
+			t.Errorf("%s %s: got %d, want %d: %s", c.method, c.url, code, c.want, body)
+		}
+	}
+}
+
+// fetch does one request with token as its bearer token and returns the
+// status and body.
+func fetch(t *testing.T, method, url, token string, body []byte) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
 }
