@@ -57,6 +57,11 @@ type Config struct {
 	StateDir string
 	// History is how many reconcile results status keeps (default 20).
 	History int
+	// Site, when set, is the site this daemon serves: the store holds only
+	// its machines and their workflows (schema.Fleet.Site). Every revision
+	// is still validated whole, so a MAC or address used at two sites is
+	// refused. Empty serves every machine.
+	Site string
 	// Log is the reconciler's logger.
 	Log zerolog.Logger
 	// Now returns the time; default time.Now. Tests set it.
@@ -85,6 +90,8 @@ type Reconciler struct {
 type Status struct {
 	// Source says where revisions come from.
 	Source string `json:"source"`
+	// Site is the site served; empty for every machine.
+	Site string `json:"site,omitempty"`
 	// AppliedRevision is the revision the store holds; empty before the
 	// first valid one.
 	AppliedRevision string `json:"appliedRevision"`
@@ -162,6 +169,7 @@ func New(cfg Config) (*Reconciler, error) {
 		metrics: newMetrics(),
 	}
 	r.status.Source = cfg.Source.String()
+	r.status.Site = cfg.Site
 	r.status.Errors = []Error{}
 	r.status.History = []HistoryEntry{}
 	return r, nil
@@ -315,6 +323,9 @@ func (r *Reconciler) Reconcile(ctx context.Context) error {
 
 	// Step 3: apply the whole desired state in one store transaction.
 	// Contract: readers see the old revision or the new, never a mix.
+	if r.cfg.Site != "" {
+		fleet = fleet.Site(r.cfg.Site)
+	}
 	res, err := r.cfg.Store.Apply(tree.Revision, fleet)
 	if err != nil {
 		r.record(tree.Revision, ResultInvalid, start, len(tree.Changed), []Error{{Message: err.Error()}}, nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -498,5 +499,51 @@ func TestClaimsFollowChanges(t *testing.T) {
 	c2 := strings.Replace(c, "52:54:00:00:00:0c", "52:54:00:00:00:0b", 1)
 	if _, err := l.Load(ctx, files(withFiles(map[string]string{"hardware/r2/c.cue": c2, "hardware/r1/b.cue": ""}))); err != nil {
 		t.Fatalf("after b was removed: %v", err)
+	}
+}
+
+// TestFleetSite: a site's part of a fleet holds its machines (by their own
+// site or the settings' default) and their workflows, and every template.
+func TestFleetSite(t *testing.T) {
+	t.Parallel()
+	f, err := newTestLoader(t).Load(context.Background(), files(withFiles(map[string]string{
+		"hardware/r1/b.cue": `hardware: {
+	name: "b"
+	site: "dc2"
+	interfaces: [{mac: "52:54:00:00:00:0b", ip: "10.0.0.11/24", hostname: "b"}]
+	disks: [{device: "/dev/sda"}]
+}
+`,
+		"workflows/b.cue": `workflow: {name: "b", hardware: "b", template: "os", values: image: "http://images/os.raw.gz"}
+`,
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(f *Fleet) string {
+		var out []string
+		for n := range f.Hardware {
+			out = append(out, "hw:"+n)
+		}
+		for n := range f.Workflows {
+			out = append(out, "wf:"+n)
+		}
+		for n := range f.Templates {
+			out = append(out, "tpl:"+n)
+		}
+		slices.Sort(out)
+		return strings.Join(out, " ")
+	}
+	for site, want := range map[string]string{
+		"dc1": "hw:a tpl:os wf:a",
+		"dc2": "hw:b tpl:os wf:b",
+		"dc3": "tpl:os",
+	} {
+		if got := names(f.Site(site)); got != want {
+			t.Errorf("site %s: got %q, want %q", site, got, want)
+		}
+	}
+	if got := names(f); got != "hw:a hw:b tpl:os wf:a wf:b" {
+		t.Errorf("Site changed the fleet: %q", got)
 	}
 }

@@ -44,6 +44,7 @@ type serveFlags struct {
 	imdsRequireToken                      bool
 	tokenTTL                              time.Duration
 	keepRuns                              int
+	site                                  string
 	dhcpIface, dhcpMode                   string
 	proxyUnknown                          bool
 }
@@ -73,6 +74,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.dhcpMode, "dhcp-mode", "reservation", "reservation (addresses for known MACs), proxy (boot information beside another DHCP server) or off")
 	fs.BoolVar(&f.proxyUnknown, "proxy-unknown", false, "in proxy mode, point PXE clients the fleet does not know at a discovery script")
 	fs.DurationVar(&f.tokenTTL, "token-ttl", 24*time.Hour, "how long a per-boot agent token stays valid")
+	fs.StringVar(&f.site, "site", "", "serve only the machines of this site (their own site:, else settings.site) and their workflows; the whole repository is still validated (default: every machine)")
 	fs.IntVar(&f.keepRuns, "keep-runs", runner.DefaultKeepRuns, "ended runs kept in the journal per workflow, with their logs (besides its latest success); 0 keeps every run")
 	fs.BoolVar(&f.imdsRequireToken, "imds-require-token", false, "refuse IMDSv1 requests: EC2 metadata needs an IMDSv2 session token")
 	fs.Usage = func() {
@@ -85,6 +87,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.repo == "" || fs.NArg() > 0 {
 		fs.Usage()
 		return errSilent(2)
+	}
+	if f.site != "" && !schema.ValidName(f.site) {
+		return &exitError{code: 2, err: fmt.Errorf("--site %q: want a site name: lower-case letters, digits, '-', '_' and '.', at most 63 characters", f.site)}
 	}
 	if f.keepRuns < 0 {
 		return &exitError{code: 2, err: fmt.Errorf("--keep-runs %d: want 0 (keep every run) or more", f.keepRuns)}
@@ -263,6 +268,7 @@ func serve(ctx context.Context, f serveFlags, log zerolog.Logger) error {
 		Loader:   loader,
 		Interval: f.interval,
 		StateDir: f.stateDir,
+		Site:     f.site,
 		Log:      log,
 	})
 	if err != nil {

@@ -89,6 +89,9 @@ func short(rev string) string {
 // writeStatus prints the status for a terminal.
 func writeStatus(w io.Writer, s reconciler.Status) {
 	fmt.Fprintf(w, "source     %s\n", s.Source)
+	if s.Site != "" {
+		fmt.Fprintf(w, "site       %s (its machines only)\n", s.Site)
+	}
 	fmt.Fprintf(w, "applied    %s  (%d hardware, %d templates, %d workflows)\n",
 		short(s.AppliedRevision), s.Counts.Hardware, s.Counts.Templates, s.Counts.Workflows)
 	if s.AttemptedRevision != s.AppliedRevision {

@@ -30,12 +30,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/gitmetal/gitmetal/schema"
 )
 
 // APIVersion is the only Tinkerbell API version Convert reads.
@@ -122,7 +123,7 @@ func Convert(path string, data []byte) (Result, error) {
 // Output paths are unique within one call; a caller converting several
 // files must check that two of them do not write the same path.
 func (o Options) Convert(path string, data []byte) (Result, error) {
-	if o.Site != "" && !nameRE.MatchString(o.Site) {
+	if o.Site != "" && !schema.ValidName(o.Site) {
 		return Result{}, fmt.Errorf("site %q: want lower-case letters, digits, '-', '_' and '.', at most 63 characters", o.Site)
 	}
 	c := &converter{path: path, site: o.Site, written: map[string]int{}}
@@ -318,9 +319,6 @@ type outFile struct {
 	// notes are paragraphs for the file's header comment.
 	notes []string
 }
-
-// nameRE is gitmetal's #Name.
-var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$`)
 
 // gitmetalName turns a Kubernetes object name into a gitmetal #Name:
 // lower-case, characters outside [-a-z0-9_.] replaced by '-', at most 63

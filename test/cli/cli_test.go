@@ -261,6 +261,7 @@ func TestServeRefusesBadFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"--keep-runs", "-1"}, "--keep-runs -1: want 0 (keep every run) or more"},
+		{[]string{"--site", "Fra 1"}, `--site "Fra 1": want a site name`},
 		{[]string{"--log-level", "loud"}, `--log-level "loud": allowed: debug, info, warn, error`},
 		{[]string{"--log-format", "xml"}, `--log-format "xml": allowed: json, console`},
 	} {
@@ -352,4 +353,55 @@ func fetch(t *testing.T, method, url, token string, body []byte) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(b)
+}
+
+// TestServeSite: a daemon with --site serves that site's machines and
+// their workflows only; a commit that moves a machine to its site brings
+// it in, with its run. gitmetal status names the site.
+func TestServeSite(t *testing.T) {
+	t.Parallel()
+	bin := buildGitmetal(t)
+	repo := gittest.New(t, "main")
+	repo.CopyDir("../../examples/fleet", "")
+	// web-02 lives in fra1; the others take the settings' ams1.
+	repo.Replace("hardware/rack-a/web-02.cue", `name: "web-02"`, `name: "web-02"
+	site: "fra1"`)
+	first := repo.Commit("web-02 is in fra1")
+	d := startDaemon(t, bin, "--repo", repo.Dir, "--state-dir", t.TempDir(), "--interval", "1s", "--site", "ams1")
+	d.waitApplied(first, 30*time.Second)
+	has := func(path string) bool {
+		code, body := fetch(t, "GET", d.url+path, "", nil)
+		if code != http.StatusOK && code != http.StatusNotFound {
+			t.Fatalf("GET %s: %d %s", path, code, body)
+		}
+		return code == http.StatusOK
+	}
+	runsOf := func(machine string) int {
+		var runs []protocol.Run
+		if err := json.Unmarshal([]byte(d.get("/v1/runs?machine="+machine)), &runs); err != nil {
+			t.Fatal(err)
+		}
+		return len(runs)
+	}
+	if !has("/v1/hardware/web-01") || has("/v1/hardware/web-02") || has("/v1/workflows/web-02-ubuntu") {
+		t.Errorf("ams1's daemon: web-01 %v, web-02 %v, web-02's workflow %v; want only web-01",
+			has("/v1/hardware/web-01"), has("/v1/hardware/web-02"), has("/v1/workflows/web-02-ubuntu"))
+	}
+	poll.Until(t, "web-01's run", func() bool { return runsOf("web-01") > 0 })
+	if n := runsOf("web-02"); n != 0 {
+		t.Errorf("ams1's daemon made %d runs for fra1's web-02", n)
+	}
+	if out, code := gitmetal(t, bin, repo.Dir, "status", "--server", d.url); code != 0 || !strings.Contains(out, "site       ams1") {
+		t.Errorf("gitmetal status: exit %d, want 0 and the site:\n%s", code, out)
+	}
+
+	// web-02 moves to ams1: this daemon serves it from the next revision.
+	repo.Replace("hardware/rack-a/web-02.cue", `
+	site: "fra1"`, "")
+	moved := repo.Commit("web-02 moves to ams1")
+	d.waitApplied(moved, 10*time.Second)
+	if !has("/v1/hardware/web-02") || !has("/v1/workflows/web-02-ubuntu") {
+		t.Error("web-02 moved to ams1 but ams1's daemon does not serve it")
+	}
+	poll.Until(t, "web-02's run", func() bool { return runsOf("web-02") > 0 })
 }
