@@ -45,6 +45,7 @@ type serveFlags struct {
 	tokenTTL                              time.Duration
 	keepRuns                              int
 	site                                  string
+	apiTokenFile                          string
 	dhcpIface, dhcpMode                   string
 	proxyUnknown                          bool
 }
@@ -74,6 +75,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.dhcpMode, "dhcp-mode", "reservation", "reservation (addresses for known MACs), proxy (boot information beside another DHCP server) or off")
 	fs.BoolVar(&f.proxyUnknown, "proxy-unknown", false, "in proxy mode, point PXE clients the fleet does not know at a discovery script")
 	fs.DurationVar(&f.tokenTTL, "token-ttl", 24*time.Hour, "how long a per-boot agent token stays valid")
+	fs.StringVar(&f.apiTokenFile, "api-token-file", "", "file holding a bearer token the API's /v1/ requires (not the webhook, which has its secret, nor the agent protocol, which has per-boot tokens); default: no token")
 	fs.StringVar(&f.site, "site", "", "serve only the machines of this site (their own site:, else settings.site) and their workflows; the whole repository is still validated (default: every machine)")
 	fs.IntVar(&f.keepRuns, "keep-runs", runner.DefaultKeepRuns, "ended runs kept in the journal per workflow, with their logs (besides its latest success); 0 keeps every run")
 	fs.BoolVar(&f.imdsRequireToken, "imds-require-token", false, "refuse IMDSv1 requests: EC2 metadata needs an IMDSv2 session token")
@@ -400,7 +402,15 @@ func serve(ctx context.Context, f serveFlags, log zerolog.Logger) error {
 		return err
 	}
 	a.Register(mux)
-	services = append(services, httpService("api", ln, mux, log))
+	var apiHandler http.Handler = mux
+	if f.apiTokenFile != "" {
+		tok, err := api.ReadToken(f.apiTokenFile)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("--api-token-file: %w", err)}
+		}
+		apiHandler = api.Protect(tok, mux)
+	}
+	services = append(services, httpService("api", ln, apiHandler, log))
 
 	log.Info().Str("listen", ln.Addr().String()).Str("source", src.String()).Str("stateDir", f.stateDir).
 		Str("httpBase", base).Msg("gitmetal serving")

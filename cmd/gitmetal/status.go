@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gitmetal/gitmetal/reconciler"
+	"github.com/gitmetal/gitmetal/reconciler/api"
 	"github.com/gitmetal/gitmetal/runner"
 	"github.com/gitmetal/gitmetal/runner/protocol"
 )
@@ -19,8 +20,17 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlagSet("status", stderr)
 	server := fs.String("server", "http://127.0.0.1:8080", "the daemon's API address")
 	format := fs.String("format", "text", "text or json")
+	tokenFile := fs.String("api-token-file", "", "file holding the API's bearer token (serve --api-token-file)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	client := http.DefaultClient
+	if *tokenFile != "" {
+		tok, err := api.ReadToken(*tokenFile)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("--api-token-file: %w", err)}
+		}
+		client = &http.Client{Transport: bearer{token: tok, next: http.DefaultTransport}}
 	}
 	if *format != "text" && *format != "json" {
 		return &exitError{code: 2, err: fmt.Errorf("--format %q: allowed: text, json", *format)}
@@ -31,7 +41,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("--server: %w", err)}
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}
@@ -47,7 +57,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := json.Unmarshal(body, &s); err != nil {
 		return fmt.Errorf("%s: %w", req.URL, err)
 	}
-	runs, err := runner.FetchRuns(ctx, http.DefaultClient, *server, url.Values{"limit": {"20"}})
+	runs, err := runner.FetchRuns(ctx, client, *server, url.Values{"limit": {"20"}})
 	if err != nil {
 		return err
 	}
@@ -120,4 +130,16 @@ func writeStatus(w io.Writer, s reconciler.Status) {
 				h.AppliedAt.Local().Format(time.DateTime), h.Result, short(h.Revision), h.DurationMs, h.Changed, h.Message)
 		}
 	}
+}
+
+// bearer adds the API token to every request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
 }

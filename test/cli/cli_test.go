@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -262,6 +263,7 @@ func TestServeRefusesBadFlags(t *testing.T) {
 	}{
 		{[]string{"--keep-runs", "-1"}, "--keep-runs -1: want 0 (keep every run) or more"},
 		{[]string{"--site", "Fra 1"}, `--site "Fra 1": want a site name`},
+		{[]string{"--api-token-file", "/nonexistent/token"}, "--api-token-file: open /nonexistent/token"},
 		{[]string{"--log-level", "loud"}, `--log-level "loud": allowed: debug, info, warn, error`},
 		{[]string{"--log-format", "xml"}, `--log-format "xml": allowed: json, console`},
 	} {
@@ -404,4 +406,45 @@ func TestServeSite(t *testing.T) {
 		t.Error("web-02 moved to ams1 but ams1's daemon does not serve it")
 	}
 	poll.Until(t, "web-02's run", func() bool { return runsOf("web-02") > 0 })
+}
+
+// TestAPIToken: with --api-token-file, the API's /v1/ answers only with
+// the token; gitmetal status sends it from the same kind of file; health
+// stays open.
+func TestAPIToken(t *testing.T) {
+	t.Parallel()
+	bin := buildGitmetal(t)
+	repo := gittest.New(t, "main")
+	repo.CopyDir("../../examples/fleet", "")
+	first := repo.Commit("the example fleet")
+	tokenFile := filepath.Join(t.TempDir(), "api-token")
+	const token = "gm-test-token-5f0c9a7e1b"
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, bin, "--repo", repo.Dir, "--state-dir", t.TempDir(), "--api-token-file", tokenFile)
+	poll.Until(t, "the first revision applied", func() bool {
+		code, body := fetch(t, "GET", d.url+"/v1/status", token, nil)
+		return code == http.StatusOK && strings.Contains(body, first)
+	})
+	for _, c := range []struct {
+		path, token string
+		want        int
+	}{
+		{"/v1/status", "", http.StatusUnauthorized},
+		{"/v1/hardware/web-01", "", http.StatusUnauthorized},
+		{"/v1/runs", "wrong-token-0123456789", http.StatusUnauthorized},
+		{"/v1/hardware/web-01", token, http.StatusOK},
+		{"/healthz", "", http.StatusOK},
+	} {
+		if code, body := fetch(t, "GET", d.url+c.path, c.token, nil); code != c.want {
+			t.Errorf("GET %s with token %q: got %d, want %d: %s", c.path, c.token, code, c.want, body)
+		}
+	}
+	if out, code := gitmetal(t, bin, repo.Dir, "status", "--server", d.url); code == 0 || !strings.Contains(out, "401") {
+		t.Errorf("gitmetal status without the token: exit %d, want a failure naming 401:\n%s", code, out)
+	}
+	if out, code := gitmetal(t, bin, repo.Dir, "status", "--server", d.url, "--api-token-file", tokenFile); code != 0 || !strings.Contains(out, "web-01") {
+		t.Errorf("gitmetal status with the token: exit %d, want 0 and the runs:\n%s", code, out)
+	}
 }
