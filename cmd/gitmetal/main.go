@@ -23,6 +23,7 @@ import (
 	"github.com/gitmetal/gitmetal/hegel"
 	"github.com/gitmetal/gitmetal/reconciler/store"
 	"github.com/gitmetal/gitmetal/runner"
+	"github.com/gitmetal/gitmetal/schema"
 )
 
 const usage = `gitmetal provisions bare-metal machines from a git repository.
@@ -153,3 +154,12 @@ var (
 	_ ipxe.Installs  = (*runner.Runner)(nil)
 	_ agent.Executor = (*agent.ActionsExecutor)(nil)
 )
+
+// checkSite refuses a --site value that cannot be a site's name (exit 2);
+// empty means every site.
+func checkSite(site string) error {
+	if site != "" && !schema.ValidName(site) {
+		return &exitError{code: 2, err: fmt.Errorf("--site %q: want a site name: lower-case letters, digits, '-', '_' and '.', at most 63 characters", site)}
+	}
+	return nil
+}

@@ -11,12 +11,14 @@ import (
 	"github.com/gitmetal/gitmetal/schema"
 )
 
-const planUsage = `usage: gitmetal plan [--repo DIR] [--path SUBDIR] [--format text|json|markdown] [BASE [HEAD]]
+const planUsage = `usage: gitmetal plan [--repo DIR] [--path SUBDIR] [--site SITE] [--format text|json|markdown] [BASE [HEAD]]
 
 Shows what merging HEAD over BASE would do to the fleet: per machine, the
 DHCP, netboot and metadata changes and the workflow runs that would start or
 stop, with a blast-radius summary. BASE defaults to HEAD (the commit), HEAD
-to the working tree. Exit status: 0 no changes, 2 changes, 1 invalid.
+to the working tree. With --site, what the daemon of that site (serve
+--site) would do: a machine that moves between sites leaves one and joins
+the other. Exit status: 0 no changes, 2 changes, 1 invalid.
 `
 
 func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -24,6 +26,7 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	repo := fs.String("repo", ".", "local git repository")
 	path := fs.String("path", "", "subdirectory of the repository that holds the fleet")
 	format := fs.String("format", "text", "text, json or markdown")
+	site := fs.String("site", "", "plan for the daemon of this site only (default: every machine)")
 	fs.Usage = func() { fmt.Fprint(stderr, planUsage); fs.PrintDefaults() }
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -39,6 +42,9 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if fs.NArg() > 2 {
 		fs.Usage()
 		return errSilent(2)
+	}
+	if err := checkSite(*site); err != nil {
+		return err
 	}
 	baseRev, headRev := "HEAD", ""
 	if fs.NArg() >= 1 {
@@ -81,6 +87,9 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				fmt.Fprintln(stderr, is.String())
 			}
 			return nil, &exitError{code: 1, err: fmt.Errorf("%s is invalid: %d errors", name, len(issues))}
+		}
+		if err == nil && *site != "" {
+			fleet = fleet.Site(*site)
 		}
 		return fleet, err
 	}

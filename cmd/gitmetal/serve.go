@@ -90,8 +90,8 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return errSilent(2)
 	}
-	if f.site != "" && !schema.ValidName(f.site) {
-		return &exitError{code: 2, err: fmt.Errorf("--site %q: want a site name: lower-case letters, digits, '-', '_' and '.', at most 63 characters", f.site)}
+	if err := checkSite(f.site); err != nil {
+		return err
 	}
 	if f.keepRuns < 0 {
 		return &exitError{code: 2, err: fmt.Errorf("--keep-runs %d: want 0 (keep every run) or more", f.keepRuns)}

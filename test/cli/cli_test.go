@@ -397,9 +397,16 @@ func TestServeSite(t *testing.T) {
 		t.Errorf("gitmetal status: exit %d, want 0 and the site:\n%s", code, out)
 	}
 
-	// web-02 moves to ams1: this daemon serves it from the next revision.
+	// web-02 moves to ams1: plan per site says who gains and who loses
+	// it, and this daemon serves it from the next revision.
 	repo.Replace("hardware/rack-a/web-02.cue", `
 	site: "fra1"`, "")
+	for site, want := range map[string]int{"ams1": 2, "fra1": 2, "lon1": 0} {
+		out, code := gitmetal(t, bin, repo.Dir, "plan", "--site", site)
+		if code != want || want == 2 && !strings.Contains(out, "web-02") {
+			t.Errorf("gitmetal plan --site %s: exit %d, want %d (naming web-02 when 2):\n%s", site, code, want, out)
+		}
+	}
 	moved := repo.Commit("web-02 moves to ams1")
 	d.waitApplied(moved, 10*time.Second)
 	if !has("/v1/hardware/web-02") || !has("/v1/workflows/web-02-ubuntu") {
