@@ -111,16 +111,17 @@ func (d *daemon) status() status {
 
 func (d *daemon) get(path string) string {
 	d.t.Helper()
-	resp, err := http.Get(d.url + path)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	return string(b)
+	_, body := fetch(d.t, "GET", d.url+path, "", nil)
+	return body
+}
+
+// exampleRepo is a git repository holding examples/fleet in one commit,
+// which it returns too.
+func exampleRepo(t *testing.T) (*gittest.Repo, string) {
+	t.Helper()
+	repo := gittest.New(t, "main")
+	repo.CopyDir("../../examples/fleet", "")
+	return repo, repo.Commit("the example fleet")
 }
 
 // waitApplied waits until the daemon has applied rev, at most within.
@@ -161,9 +162,7 @@ func gitmetal(t *testing.T, bin, dir string, args ...string) (string, int) {
 func TestOperatorSession(t *testing.T) {
 	t.Parallel()
 	bin := buildGitmetal(t)
-	repo := gittest.New(t, "main")
-	repo.CopyDir("../../examples/fleet", "")
-	first := repo.Commit("the example fleet")
+	repo, first := exampleRepo(t)
 	state := t.TempDir()
 
 	d := startDaemon(t, bin, "--repo", repo.Dir, "--state-dir", state, "--interval", "1s")
@@ -282,9 +281,7 @@ func TestServeRefusesBadFlags(t *testing.T) {
 func TestBootListener(t *testing.T) {
 	t.Parallel()
 	bin := buildGitmetal(t)
-	repo := gittest.New(t, "main")
-	repo.CopyDir("../../examples/fleet", "")
-	first := repo.Commit("the example fleet")
+	repo, first := exampleRepo(t)
 	d := startDaemon(t, bin, "--repo", repo.Dir, "--state-dir", t.TempDir(), "--boot-listen", "127.0.0.1:0")
 	d.waitApplied(first, 30*time.Second)
 	if d.boot == "" || d.boot == d.url {
@@ -421,9 +418,7 @@ func TestServeSite(t *testing.T) {
 func TestAPIToken(t *testing.T) {
 	t.Parallel()
 	bin := buildGitmetal(t)
-	repo := gittest.New(t, "main")
-	repo.CopyDir("../../examples/fleet", "")
-	first := repo.Commit("the example fleet")
+	repo, first := exampleRepo(t)
 	tokenFile := filepath.Join(t.TempDir(), "api-token")
 	const token = "gm-test-token-5f0c9a7e1b"
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
