@@ -24,6 +24,7 @@ import (
 	"github.com/gitmetal/gitmetal/runner"
 	"github.com/gitmetal/gitmetal/runner/protocol"
 	"github.com/gitmetal/gitmetal/test/logbuf"
+	"github.com/gitmetal/gitmetal/test/poll"
 )
 
 // daemonEnv makes the test binary a runner daemon (see daemonMain): the
@@ -286,13 +287,7 @@ func listen(t *testing.T, addr string) (net.Listener, *os.File) {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: gave up after %s", what, waitFor)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Within(t, waitFor, what, cond)
 }
 
 func fetchLogs(t *testing.T, url, id string) []protocol.LogLine {

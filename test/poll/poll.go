@@ -17,10 +17,17 @@ const Limit = 10 * time.Second
 // naming what it waited for if that has not happened within Limit.
 func Until(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(Limit)
+	Within(t, Limit, what, cond)
+}
+
+// Within is Until with its own limit, for what takes long on a loaded
+// machine (a VM, a process restart under -race).
+func Within(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", Limit, what)
+			t.Fatalf("waited %v for %s", limit, what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
