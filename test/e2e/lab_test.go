@@ -78,6 +78,9 @@ func requireE2E(t *testing.T) {
 		t.Skip("the end-to-end test boots VMs for up to 15 minutes: run it with `make e2e` (GITMETAL_E2E=1)")
 	}
 	requireLab(t)
+	if m := diskimage.MissingDebian(); len(m) > 0 {
+		t.Fatalf("the end-to-end test's Debian machine cannot run here; missing:\n  %s", strings.Join(m, "\n  "))
+	}
 }
 
 // requireLab fails the test, naming everything that is missing, unless

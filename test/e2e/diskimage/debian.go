@@ -122,16 +122,21 @@ exec switch_root /root /sbin/init </root/dev/console >/root/dev/console 2>&1
 `
 }
 
-// debianTools are what the Debian OS needs beyond Tools.
-var debianTools = []Tool{{"debootstrap", "debootstrap"}}
+// MissingDebian is Missing for the Debian OS, which needs debootstrap
+// too.
+func MissingDebian() []string {
+	out := Missing()
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		out = append(out, "debootstrap (apt-get install -y debootstrap)")
+	}
+	return out
+}
 
 // buildDebian makes the Debian OS's parts: the initramfs, and its root
 // file system from the cache or debootstrap.
 func buildDebian(ctx context.Context, cfg Config) (*osParts, error) {
-	for _, tl := range debianTools {
-		if _, err := exec.LookPath(tl.Name); err != nil {
-			return nil, fmt.Errorf("diskimage: the Debian OS needs %s (apt-get install -y %s)", tl.Name, tl.Package)
-		}
+	if m := MissingDebian(); len(m) > 0 {
+		return nil, fmt.Errorf("diskimage: the Debian OS needs %s", strings.Join(m, ", "))
 	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("diskimage: the Debian OS needs root (debootstrap chroots into the new system)")
