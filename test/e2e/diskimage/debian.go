@@ -178,17 +178,22 @@ func debianRootfs(ctx context.Context, cfg Config) (dir, key string, err error) 
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return "", "", err
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".build-")
-	if err != nil {
-		return "", "", err
-	}
-	defer removeTree(tmp)
-	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase",
-		"--include="+strings.Join(debianPackages, ","), debianSuite, tmp, debianMirror)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		log, _ := os.ReadFile(filepath.Join(tmp, "debootstrap", "debootstrap.log"))
-		return "", "", fmt.Errorf("debootstrap %s: %w\n%s\ndebootstrap.log (end):\n%s", debianSuite, err, tail(out, 2000), tail(log, 4000))
+	// A mirror that drops a download fails debootstrap as a whole: a
+	// second attempt starts over in a fresh directory.
+	var tmp string
+	for attempt := 1; ; attempt++ {
+		if tmp, err = os.MkdirTemp(filepath.Dir(dir), ".build-"); err != nil {
+			return "", "", err
+		}
+		defer removeTree(tmp)
+		err = debootstrap(ctx, tmp)
+		if err == nil {
+			break
+		}
+		if attempt == 2 || ctx.Err() != nil {
+			return "", "", err
+		}
+		removeTree(tmp)
 	}
 	if err := trimRootfs(tmp); err != nil {
 		return "", "", err
@@ -226,6 +231,18 @@ func debianRootfs(ctx context.Context, cfg Config) (dir, key string, err error) 
 func built(dir string) bool {
 	_, err := os.Stat(filepath.Join(dir, "usr", "lib", "systemd", "systemd"))
 	return err == nil
+}
+
+// debootstrap installs Debian into dir.
+func debootstrap(ctx context.Context, dir string) error {
+	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase",
+		"--include="+strings.Join(debianPackages, ","), debianSuite, dir, debianMirror)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "debootstrap", "debootstrap.log"))
+		return fmt.Errorf("debootstrap %s: %w\n%s\ndebootstrap.log (end):\n%s", debianSuite, err, tail(out, 2000), tail(log, 4000))
+	}
+	return nil
 }
 
 // rootfsFile is a file the image adds to, or replaces in, Debian's: a
