@@ -37,6 +37,8 @@ func (r actionsReporter) Logf(format string, args ...any) {
 	r.out.Line(protocol.StreamStdout, fmt.Sprintf(format, args...))
 }
 
+func (r actionsReporter) Stderr(line string) { r.out.Line(protocol.StreamStderr, line) }
+
 func (r actionsReporter) Progress(p actions.Progress) {
 	text := ""
 	if p.Written > 0 {

@@ -87,8 +87,13 @@ import (
 // watching the run. The agent forwards both to the runner. Actions calls
 // it from one goroutine at a time.
 type Reporter interface {
-	// Logf reports one line of the action's log (no trailing newline).
+	// Logf reports one line of the action's log (no trailing newline):
+	// what the action does, and what a command it runs writes on its
+	// standard output.
 	Logf(format string, args ...any)
+	// Stderr reports one line (no trailing newline) that a command the
+	// action runs wrote on its standard error.
+	Stderr(line string)
 	// Progress reports how far a transfer has got.
 	Progress(p Progress)
 }
@@ -363,6 +368,12 @@ func (l *lockedReporter) Logf(format string, args ...any) {
 	l.r.Logf(format, args...)
 }
 
+func (l *lockedReporter) Stderr(line string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.r.Stderr(line)
+}
+
 func (l *lockedReporter) Progress(p Progress) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -372,4 +383,5 @@ func (l *lockedReporter) Progress(p Progress) {
 type discard struct{}
 
 func (discard) Logf(string, ...any) {}
+func (discard) Stderr(string)       {}
 func (discard) Progress(Progress)   {}

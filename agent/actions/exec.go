@@ -128,7 +128,7 @@ func (a *Actions) runCommand(ctx context.Context, root string, argv, env []strin
 	// A child that keeps stdout open after the command ends does not
 	// hold the action up for longer than this.
 	cmd.WaitDelay = 5 * time.Second
-	stdout, stderr := &lineWriter{out: out}, &lineWriter{out: out}
+	stdout, stderr := &lineWriter{out: out}, &lineWriter{out: out, stderr: true}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 
 	where := ""
@@ -203,8 +203,9 @@ func lookPath(root, file, pathEnv string) (string, error) {
 
 // lineWriter turns a command's output into log lines.
 type lineWriter struct {
-	out Reporter
-	buf []byte
+	out    Reporter
+	stderr bool // the command's standard error, else its output
+	buf    []byte
 }
 
 func (w *lineWriter) Write(p []byte) (int, error) {
@@ -234,7 +235,12 @@ func (w *lineWriter) flush() {
 }
 
 func (w *lineWriter) emit(line []byte) {
-	w.out.Logf("%s", bytes.TrimSuffix(line, []byte{'\r'}))
+	line = bytes.TrimSuffix(line, []byte{'\r'})
+	if w.stderr {
+		w.out.Stderr(string(line))
+		return
+	}
+	w.out.Logf("%s", line)
 }
 
 // resolvConf puts the installer's /etc/resolv.conf in the mounted file

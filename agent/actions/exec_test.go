@@ -44,7 +44,7 @@ func TestExecExitCodeAndOutput(t *testing.T) {
 	}
 	got := output(rec)
 	slices.Sort(got) // stdout and stderr interleave freely
-	if diff := cmp.Diff([]string{"err1", "no newline", "out1", "out2"}, got); diff != "" {
+	if diff := cmp.Diff([]string{"no newline", "out1", "out2", "stderr: err1"}, got); diff != "" {
 		t.Errorf("lines (-want +got):\n%s", diff)
 	}
 }

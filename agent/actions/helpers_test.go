@@ -40,6 +40,9 @@ func (r *recorder) Logf(format string, args ...any) {
 	r.t.Log(line)
 }
 
+// Stderr records a command's error line with the prefix "stderr: ".
+func (r *recorder) Stderr(line string) { r.Logf("stderr: %s", line) }
+
 func (r *recorder) Progress(p Progress) {
 	r.mu.Lock()
 	r.progress = append(r.progress, p)

@@ -450,6 +450,7 @@ func profile(path string) (stop func(), err error) {
 type printer struct{}
 
 func (printer) Logf(format string, args ...any) { fmt.Printf("    | "+format+"\n", args...) }
+func (printer) Stderr(line string)              { fmt.Printf("    ! %s\n", line) }
 func (printer) Progress(actions.Progress)       {}
 
 // shell runs a bash script with pipefail; args are $1, $2...
