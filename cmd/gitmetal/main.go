@@ -31,6 +31,7 @@ const usage = `gitmetal provisions bare-metal machines from a git repository.
 Usage:
   gitmetal serve --repo URL|PATH [flags]        run the daemon (see gitmetal serve -h)
   gitmetal status [--server URL]                 show what the daemon applied, and the runs
+  gitmetal logs [--server URL] [-f] RUN          print (or follow) a run's log
   gitmetal agent --server URL --token T --mac M  run this machine's workflow (the installer runs it as PID 1)
   gitmetal plan [--repo DIR] [BASE [HEAD]]       what a change would do, for PR review
   gitmetal validate [--format text|json] [DIR]   validate a fleet (default: .)
@@ -88,6 +89,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdServe(ctx, args[1:], stdout, stderr)
 	case "status":
 		return cmdStatus(ctx, args[1:], stdout, stderr)
+	case "logs":
+		return cmdLogs(ctx, args[1:], stdout, stderr)
 	case "plan":
 		return cmdPlan(ctx, args[1:], stdout, stderr)
 	case "validate":

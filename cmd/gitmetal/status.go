@@ -24,13 +24,9 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	client := http.DefaultClient
-	if *tokenFile != "" {
-		tok, err := api.ReadToken(*tokenFile)
-		if err != nil {
-			return &exitError{code: 2, err: fmt.Errorf("--api-token-file: %w", err)}
-		}
-		client = &http.Client{Transport: bearer{token: tok, next: http.DefaultTransport}}
+	client, err := apiClient(*tokenFile)
+	if err != nil {
+		return err
 	}
 	if *format != "text" && *format != "json" {
 		return &exitError{code: 2, err: fmt.Errorf("--format %q: allowed: text, json", *format)}
@@ -130,6 +126,19 @@ func writeStatus(w io.Writer, s reconciler.Status) {
 				h.AppliedAt.Local().Format(time.DateTime), h.Result, short(h.Revision), h.DurationMs, h.Changed, h.Message)
 		}
 	}
+}
+
+// apiClient is the HTTP client of the commands that read the API: with
+// the bearer token of tokenFile when one is named.
+func apiClient(tokenFile string) (*http.Client, error) {
+	if tokenFile == "" {
+		return http.DefaultClient, nil
+	}
+	tok, err := api.ReadToken(tokenFile)
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("--api-token-file: %w", err)}
+	}
+	return &http.Client{Transport: bearer{token: tok, next: http.DefaultTransport}}, nil
 }
 
 // bearer adds the API token to every request.

@@ -450,3 +450,55 @@ func TestAPIToken(t *testing.T) {
 		t.Errorf("gitmetal status with the token: exit %d, want 0 and the runs:\n%s", code, out)
 	}
 }
+
+// TestAgentAndLogs: a machine's workflow run by `gitmetal agent` (as the
+// installer runs it, with the token its iPXE script carries), then read
+// back with `gitmetal logs`.
+func TestAgentAndLogs(t *testing.T) {
+	t.Parallel()
+	bin := buildGitmetal(t)
+	repo, _ := exampleRepo(t)
+	const mac = "52:54:00:c1:10:01"
+	repo.Write("hardware/lab/cli-01.cue", `hardware: {
+	name: "cli-01"
+	interfaces: [{mac: "`+mac+`", ip: "10.20.9.10/24", hostname: "cli-01"}]
+	disks: [{device: "/dev/null"}]
+}
+`)
+	repo.Write("templates/hello.cue", `template: {
+	name: "hello"
+	actions: [{name: "greet", uses: "exec", args: ["/bin/sh", "-c", "echo hello from {{.hardware.name}}; echo to stderr >&2"]}]
+}
+`)
+	repo.Write("workflows/cli-01-hello.cue", `workflow: {name: "cli-01-hello", hardware: "cli-01", template: "hello"}
+`)
+	rev := repo.Commit("cli-01 says hello")
+	d := startDaemon(t, bin, "--repo", repo.Dir, "--state-dir", t.TempDir())
+	d.waitApplied(rev, 30*time.Second)
+	var runs []protocol.Run
+	poll.Until(t, "cli-01's run", func() bool {
+		runs = nil
+		return json.Unmarshal([]byte(d.get("/v1/runs?machine=cli-01")), &runs) == nil && len(runs) == 1
+	})
+	id := runs[0].ID
+	code, script := fetch(t, "GET", d.boot+"/ipxe/"+mac+"/boot.ipxe", "", nil)
+	token := regexp.MustCompile(`gitmetal\.token=(\S+)`).FindStringSubmatch(script)
+	if code != http.StatusOK || token == nil {
+		t.Fatalf("script for %s: %d, no token:\n%s", mac, code, script)
+	}
+
+	out, code := gitmetal(t, bin, repo.Dir, "agent", "--server", d.boot, "--token", token[1], "--mac", mac)
+	if code != 0 || !strings.Contains(out, `"success"`) {
+		t.Fatalf("gitmetal agent: exit %d, want 0 and the run's success:\n%s", code, out)
+	}
+	for _, args := range [][]string{{"logs", "--server", d.url, id}, {"logs", "--server", d.url, "-f", id}} {
+		out, code := gitmetal(t, bin, repo.Dir, args...)
+		if code != 0 || !regexp.MustCompile(`stdout +hello from cli-01`).MatchString(out) ||
+			!regexp.MustCompile(`stderr +to stderr`).MatchString(out) || !strings.Contains(out, "run success") {
+			t.Errorf("gitmetal %v: exit %d, want 0, each stream's line and the end:\n%s", args, code, out)
+		}
+	}
+	if out, code := gitmetal(t, bin, repo.Dir, "logs", "--server", d.url, "r999"); code != 1 || !strings.Contains(out, "404") {
+		t.Errorf("gitmetal logs of a run that does not exist: exit %d, want 1 and 404:\n%s", code, out)
+	}
+}
