@@ -26,6 +26,8 @@ type op struct {
 	now   time.Time
 	// What to wake after the commit.
 	changed, logs, ended bool
+	// finished are the runs this op ended, counted after the commit.
+	finished []endedRun
 }
 
 // do runs fn in a read transaction and, if fn needs to change something,
@@ -66,6 +68,7 @@ func (r *Runner) write(fn func(o *op) error) error {
 	if done.ended {
 		r.ended.bump()
 	}
+	r.metrics.add(done.finished)
 	return nil
 }
 
@@ -187,6 +190,11 @@ func (o *op) finish(run *protocol.Run, state protocol.RunState, msg string) erro
 		run.Message = msg
 	}
 	o.ended = true
+	var took time.Duration
+	if !run.Started.IsZero() {
+		took = run.Finished.Sub(run.Started)
+	}
+	o.finished = append(o.finished, endedRun{state, took})
 	if msg == "" {
 		return o.note(run, -1, 0, "run %s", state)
 	}

@@ -144,6 +144,8 @@ type Runner struct {
 	// goroutine.
 	cache map[string]rendered
 
+	metrics *metrics
+
 	// quit closes when Run returns or the runner closes: long polls and
 	// followed logs end then, so that the HTTP server can shut down.
 	quit     chan struct{}
@@ -204,6 +206,7 @@ func New(cfg Config) (*Runner, error) {
 		logs:    newNotifier(),
 		ended:   newNotifier(),
 		cache:   map[string]rendered{},
+		metrics: newMetrics(),
 		quit:    make(chan struct{}),
 	}, nil
 }

@@ -312,6 +312,7 @@ func serve(ctx context.Context, f serveFlags, log zerolog.Logger) error {
 	run.RegisterAgent(bootMux)
 	run.RegisterAPI(mux)
 	services = append(services, service{"runner", run.Run})
+	metrics = append(metrics, run)
 
 	// iPXE scripts, binaries and the installer over HTTP. A missing
 	// directory is not fatal: its files answer 404 until it is filled.

@@ -301,15 +301,15 @@ func actionSummary(r *protocol.Run) string {
 }
 
 // checkBootMetrics checks that /metrics counts what the boot took: DHCP
-// replies sent, and under UEFI the TFTP transfer of ipxe.efi (SeaBIOS
-// boots the NIC's iPXE ROM, which needs no TFTP).
+// replies sent, the run that succeeded, and under UEFI the TFTP transfer
+// of ipxe.efi (SeaBIOS boots the NIC's iPXE ROM, which needs no TFTP).
 func checkBootMetrics(t *testing.T, d *daemon, c vmCase) {
 	t.Helper()
 	var text string
 	if err := d.get("/metrics", &text); err != nil {
 		t.Fatal(err)
 	}
-	names := []string{`gitmetal_dhcp_requests_total{result="reply"}`, "gitmetal_dhcp_replies_sent_total"}
+	names := []string{`gitmetal_dhcp_requests_total{result="reply"}`, "gitmetal_dhcp_replies_sent_total", `gitmetal_runs_ended_total{state="success"}`}
 	if c.uefi() {
 		names = append(names, "gitmetal_tftp_transfers_total")
 	}
