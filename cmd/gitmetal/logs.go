@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 )
 
@@ -42,24 +42,15 @@ func cmdLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
-	u := strings.TrimRight(*server, "/") + "/v1/runs/" + url.PathEscape(fs.Arg(0)) + "/logs?" + q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return &exitError{code: 2, err: fmt.Errorf("--server: %w", err)}
+	resp, err := apiGet(ctx, client, *server, "/v1/runs/"+url.PathEscape(fs.Arg(0))+"/logs?"+q.Encode())
+	var ae *apiError
+	if errors.As(err, &ae) && ae.status == http.StatusNotFound {
+		return &exitError{code: 1, err: err}
 	}
-	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		code := 2
-		if resp.StatusCode == http.StatusNotFound {
-			code = 1
-		}
-		return &exitError{code: code, err: fmt.Errorf("run %s: %s: %s", fs.Arg(0), resp.Status, strings.TrimSpace(string(body)))}
-	}
 	if _, err := io.Copy(stdout, resp.Body); err != nil && ctx.Err() == nil {
 		return err
 	}

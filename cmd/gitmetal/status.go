@@ -33,11 +33,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(*server, "/")+"/v1/status", nil)
-	if err != nil {
-		return &exitError{code: 2, err: fmt.Errorf("--server: %w", err)}
-	}
-	resp, err := client.Do(req)
+	resp, err := apiGet(ctx, client, *server, "/v1/status")
 	if err != nil {
 		return err
 	}
@@ -46,12 +42,9 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s: %s", req.URL, resp.Status, strings.TrimSpace(string(body)))
-	}
 	var s reconciler.Status
 	if err := json.Unmarshal(body, &s); err != nil {
-		return fmt.Errorf("%s: %w", req.URL, err)
+		return fmt.Errorf("%s: %w", resp.Request.URL, err)
 	}
 	runs, err := runner.FetchRuns(ctx, client, *server, url.Values{"limit": {"20"}})
 	if err != nil {
@@ -139,6 +132,35 @@ func apiClient(tokenFile string) (*http.Client, error) {
 		return nil, &exitError{code: 2, err: fmt.Errorf("--api-token-file: %w", err)}
 	}
 	return &http.Client{Transport: bearer{token: tok, next: http.DefaultTransport}}, nil
+}
+
+// apiError is an answer of the API other than 200.
+type apiError struct {
+	url    string
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.url + ": " + e.msg }
+
+// apiGet GETs path from the API at server. An answer other than 200 is an
+// *apiError with its status and the start of its body.
+func apiGet(ctx context.Context, client *http.Client, server, path string) (*http.Response, error) {
+	u := strings.TrimRight(server, "/") + path
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("--server: %w", err)}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, &apiError{url: u, status: resp.StatusCode, msg: resp.Status + ": " + strings.TrimSpace(string(body))}
+	}
+	return resp, nil
 }
 
 // bearer adds the API token to every request.
