@@ -47,7 +47,10 @@
 // inventories; every answer to an agent comes after the transaction that
 // recorded its report committed with fsync, so a daemon killed at any point
 // loses nothing it acknowledged, and a running run resumes after a restart:
-// the agent re-asks and is handed the action in progress again.
+// the agent re-asks and is handed the action in progress again. When a run
+// ends, its workflow's older ended runs beyond Config.KeepRuns are deleted
+// with their logs, in the same transaction; the latest success is kept
+// whatever its age, since the policies decide from it.
 //
 // What this package must not do: read flags or the environment (cmd does),
 // change the store (desired state comes from git only), or answer an agent
