@@ -39,13 +39,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
-// The Debian the image is made of.
+// The Debian the image is made of. debootstrap takes it from the mirror
+// apt uses (aptMirror), else from defaultMirror, through apt's proxy if
+// it has one.
 const (
-	debianSuite  = "bookworm"
-	debianMirror = "http://deb.debian.org/debian"
+	debianSuite   = "bookworm"
+	defaultMirror = "http://deb.debian.org/debian"
 )
 
 // debianPackages are added to debootstrap's minbase variant.
@@ -166,7 +169,8 @@ func buildDebian(ctx context.Context, cfg Config) (*osParts, error) {
 func debianRootfs(ctx context.Context, cfg Config) (dir, key string, err error) {
 	files := debianFiles(cfg.Version)
 	h := sha256.New()
-	fmt.Fprintf(h, "gitmetal-e2e-debian 1\nsuite %s\nmirror %s\npackages %s\n", debianSuite, debianMirror, strings.Join(debianPackages, ","))
+	mirror := aptMirror()
+	fmt.Fprintf(h, "gitmetal-e2e-debian 1\nsuite %s\nmirror %s\npackages %s\n", debianSuite, mirror, strings.Join(debianPackages, ","))
 	for _, f := range files {
 		fmt.Fprintf(h, "file %s %o %q %d\n%s\n", f.path, f.mode, f.link, len(f.content), f.content)
 	}
@@ -186,7 +190,7 @@ func debianRootfs(ctx context.Context, cfg Config) (dir, key string, err error) 
 			return "", "", err
 		}
 		defer removeTree(tmp)
-		err = debootstrap(ctx, tmp)
+		err = debootstrap(ctx, tmp, mirror)
 		if err == nil {
 			break
 		}
@@ -233,10 +237,14 @@ func built(dir string) bool {
 	return err == nil
 }
 
-// debootstrap installs Debian into dir.
-func debootstrap(ctx context.Context, dir string) error {
+// debootstrap installs Debian into dir from mirror.
+func debootstrap(ctx context.Context, dir, mirror string) error {
 	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase",
-		"--include="+strings.Join(debianPackages, ","), debianSuite, dir, debianMirror)
+		"--include="+strings.Join(debianPackages, ","), debianSuite, dir, mirror)
+	cmd.Env = os.Environ()
+	if p := aptConfig("Acquire::http::Proxy"); p != "" && os.Getenv("http_proxy") == "" {
+		cmd.Env = append(cmd.Env, "http_proxy="+p)
+	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "debootstrap", "debootstrap.log"))
@@ -344,4 +352,90 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// aptMirror is the URI apt fetches debianSuite's main archive from, or
+// defaultMirror.
+func aptMirror() string {
+	var paths []string
+	if m, _ := filepath.Glob("/etc/apt/sources.list.d/*.sources"); m != nil {
+		paths = append(paths, m...)
+	}
+	paths = append(paths, "/etc/apt/sources.list")
+	if m, _ := filepath.Glob("/etc/apt/sources.list.d/*.list"); m != nil {
+		paths = append(paths, m...)
+	}
+	var sources []aptSource
+	for _, p := range paths {
+		if b, err := os.ReadFile(p); err == nil {
+			sources = append(sources, aptSource{deb822: strings.HasSuffix(p, ".sources"), text: string(b)})
+		}
+	}
+	return mirrorOf(sources)
+}
+
+// aptSource is the text of one of apt's source files: deb822 stanzas (a
+// .sources file) or one-line entries (a .list file).
+type aptSource struct {
+	deb822 bool
+	text   string
+}
+
+// mirrorOf returns the first http(s) URI of a "deb" source for debianSuite
+// in sources, or defaultMirror.
+func mirrorOf(sources []aptSource) string {
+	for _, src := range sources {
+		if src.deb822 {
+			// Stanzas of "Field: value" lines, apart by blank lines.
+			for _, stanza := range strings.Split(src.text, "\n\n") {
+				fields := map[string]string{}
+				for _, line := range strings.Split(stanza, "\n") {
+					if k, v, ok := strings.Cut(line, ":"); ok && !strings.HasPrefix(line, "#") {
+						fields[strings.TrimSpace(k)] = strings.TrimSpace(v)
+					}
+				}
+				uris := strings.Fields(fields["URIs"])
+				if len(uris) > 0 && strings.HasPrefix(uris[0], "http") && fields["Enabled"] != "no" &&
+					slices.Contains(strings.Fields(fields["Types"]), "deb") &&
+					slices.Contains(strings.Fields(fields["Suites"]), debianSuite) {
+					return uris[0]
+				}
+			}
+			continue
+		}
+		for _, line := range strings.Split(src.text, "\n") {
+			// deb [options] URI suite components...
+			f := strings.Fields(line)
+			if len(f) == 0 || f[0] != "deb" {
+				continue
+			}
+			f = f[1:]
+			if len(f) > 0 && strings.HasPrefix(f[0], "[") {
+				for len(f) > 0 && !strings.HasSuffix(f[0], "]") {
+					f = f[1:]
+				}
+				if len(f) > 0 {
+					f = f[1:]
+				}
+			}
+			if len(f) >= 2 && strings.HasPrefix(f[0], "http") && f[1] == debianSuite {
+				return f[0]
+			}
+		}
+	}
+	return defaultMirror
+}
+
+// aptConfig is apt's value of key, or "".
+func aptConfig(key string) string {
+	out, err := exec.Command("apt-config", "shell", "V", key).Output()
+	if err != nil {
+		return ""
+	}
+	// V='value'
+	v, ok := strings.CutPrefix(strings.TrimSpace(string(out)), "V='")
+	if !ok {
+		return ""
+	}
+	return strings.TrimSuffix(v, "'")
 }

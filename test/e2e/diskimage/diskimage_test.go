@@ -222,3 +222,36 @@ func TestBoot(t *testing.T) {
 		})
 	}
 }
+
+func TestMirrorOf(t *testing.T) {
+	t.Parallel()
+	deb822 := `Types: deb
+# a comment: with a colon
+URIs: http://mirror.example/debian
+Suites: bookworm bookworm-updates
+Components: main
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+`
+	for _, tc := range []struct {
+		name    string
+		sources []aptSource
+		want    string
+	}{
+		{"deb822", []aptSource{{deb822: true, text: deb822}}, "http://mirror.example/debian"},
+		{"deb822 security only", []aptSource{{deb822: true, text: "Types: deb\nURIs: http://s.example/debian-security\nSuites: bookworm-security\n"}}, defaultMirror},
+		{"deb822 disabled", []aptSource{{deb822: true, text: "Enabled: no\n" + deb822}}, defaultMirror},
+		{"deb-src only", []aptSource{{deb822: true, text: "Types: deb-src\nURIs: http://src.example/debian\nSuites: bookworm\n"}}, defaultMirror},
+		{"one line", []aptSource{{text: "# deb http://old.example/debian bookworm main\ndeb http://one.example/debian bookworm main contrib\n"}}, "http://one.example/debian"},
+		{"one line with options", []aptSource{{text: "deb [arch=amd64 signed-by=/k.gpg] https://opt.example/debian bookworm main\n"}}, "https://opt.example/debian"},
+		{"other suite", []aptSource{{text: "deb http://one.example/debian trixie main\n"}}, defaultMirror},
+		{"file order", []aptSource{{text: "deb cdrom:[x]/ bookworm main\n"}, {deb822: true, text: deb822}}, "http://mirror.example/debian"},
+		{"nothing", nil, defaultMirror},
+	} {
+		if got := mirrorOf(tc.sources); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
