@@ -59,6 +59,8 @@ bench: build ## print the benchmark tables (see README)
 	$(GO) run ./hegel/bench
 	$(GO) run ./test/tftpload
 	$(GO) run ./test/dhcpload/bench
+	$(GO) run ./agent/actions/bench
+	$(GO) run ./agent/initramfs/bench -installer installer
 
 ipxe: $(IPXE_DIR)/ipxe.efi ## iPXE binaries from Debian's ipxe package into .cache/ipxe/bin
 
