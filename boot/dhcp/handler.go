@@ -45,64 +45,41 @@ const (
 	NoteUnsupported
 )
 
-func (n Note) String() string {
-	switch n {
-	case NoteReply:
-		return "reply"
-	case NoteNAK:
-		return "nak"
-	case NoteInvalid:
-		return "invalid request"
-	case NoteUnknownMAC:
-		return "unknown mac"
-	case NoteDisabled:
-		return "dhcp disabled for interface"
-	case NoteNoAddress:
-		return "interface has no address"
-	case NoteNotNetboot:
-		return "not a netboot client"
-	case NoteOtherServer:
-		return "request for another server"
-	case NoteRelease:
-		return "release"
-	case NoteDecline:
-		return "decline"
-	case NoteUnsupported:
-		return "unsupported message type"
-	}
-	return fmt.Sprintf("note(%d)", uint8(n))
-}
+func (n Note) String() string { text, _ := n.names(); return text }
 
 // numNotes is how many notes there are: NoteUnsupported is the last.
 const numNotes = int(NoteUnsupported) + 1
 
 // label names the note in metrics.
-func (n Note) label() string {
+func (n Note) label() string { _, label := n.names(); return label }
+
+// names returns how the log (text) and the metrics (label) name the note.
+func (n Note) names() (text, label string) {
 	switch n {
 	case NoteReply:
-		return "reply"
+		return "reply", "reply"
 	case NoteNAK:
-		return "nak"
+		return "nak", "nak"
 	case NoteInvalid:
-		return "invalid"
+		return "invalid request", "invalid"
 	case NoteUnknownMAC:
-		return "unknown_mac"
+		return "unknown mac", "unknown_mac"
 	case NoteDisabled:
-		return "disabled"
+		return "dhcp disabled for interface", "disabled"
 	case NoteNoAddress:
-		return "no_address"
+		return "interface has no address", "no_address"
 	case NoteNotNetboot:
-		return "not_netboot"
+		return "not a netboot client", "not_netboot"
 	case NoteOtherServer:
-		return "other_server"
+		return "request for another server", "other_server"
 	case NoteRelease:
-		return "release"
+		return "release", "release"
 	case NoteDecline:
-		return "decline"
+		return "decline", "decline"
 	case NoteUnsupported:
-		return "unsupported"
+		return "unsupported message type", "unsupported"
 	}
-	return fmt.Sprintf("note_%d", uint8(n))
+	return fmt.Sprintf("note(%d)", uint8(n)), fmt.Sprintf("note_%d", uint8(n))
 }
 
 // Result is the handler's answer to one request.

@@ -46,6 +46,7 @@ type serveFlags struct {
 	keepRuns                              int
 	site                                  string
 	apiTokenFile                          string
+	apiToken                              string // read from apiTokenFile by cmdServe
 	dhcpIface, dhcpMode                   string
 	proxyUnknown                          bool
 }
@@ -92,6 +93,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if err := checkSite(f.site); err != nil {
 		return err
+	}
+	if f.apiTokenFile != "" {
+		tok, err := api.ReadToken(f.apiTokenFile)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("--api-token-file: %w", err)}
+		}
+		f.apiToken = tok
 	}
 	if f.keepRuns < 0 {
 		return &exitError{code: 2, err: fmt.Errorf("--keep-runs %d: want 0 (keep every run) or more", f.keepRuns)}
@@ -404,12 +412,8 @@ func serve(ctx context.Context, f serveFlags, log zerolog.Logger) error {
 	}
 	a.Register(mux)
 	var apiHandler http.Handler = mux
-	if f.apiTokenFile != "" {
-		tok, err := api.ReadToken(f.apiTokenFile)
-		if err != nil {
-			return &exitError{code: 2, err: fmt.Errorf("--api-token-file: %w", err)}
-		}
-		apiHandler = api.Protect(tok, mux)
+	if f.apiToken != "" {
+		apiHandler = api.Protect(f.apiToken, mux)
 	}
 	services = append(services, httpService("api", ln, apiHandler, log))
 

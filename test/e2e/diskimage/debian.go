@@ -125,18 +125,16 @@ exec switch_root /root /sbin/init </root/dev/console >/root/dev/console 2>&1
 `
 }
 
-// MissingDebian is Missing for the Debian OS, which needs debootstrap
-// too.
+// MissingDebian is what the Debian OS needs beyond Missing: debootstrap.
 func MissingDebian() []string {
-	out := Missing()
 	if _, err := exec.LookPath("debootstrap"); err != nil {
-		out = append(out, "debootstrap (apt-get install -y debootstrap)")
+		return []string{"debootstrap (apt-get install -y debootstrap)"}
 	}
-	return out
+	return nil
 }
 
 // buildDebian makes the Debian OS's parts: the initramfs, and its root
-// file system from the cache or debootstrap.
+// file system from the cache or debootstrap. Build has checked Missing.
 func buildDebian(ctx context.Context, cfg Config) (*osParts, error) {
 	if m := MissingDebian(); len(m) > 0 {
 		return nil, fmt.Errorf("diskimage: the Debian OS needs %s", strings.Join(m, ", "))
